@@ -1,0 +1,1 @@
+"""Code shared by the producer and the consumer: settings, logging, metrics, health, runner."""

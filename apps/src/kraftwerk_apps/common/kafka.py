@@ -1,0 +1,97 @@
+"""Small helpers around aiokafka clients: connect with back-off and a reachability probe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+log = logging.getLogger(__name__)
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=Startable)
+
+
+async def start_with_retry(
+    factory: Callable[[], ClientT],
+    name: str,
+    backoff: float,
+    backoff_max: float,
+) -> ClientT:
+    """Create and start a client, retrying forever (until cancelled) with exponential back-off.
+
+    A failed client is stopped and a fresh one is built for each attempt, because aiokafka
+    clients are not meant to be restarted.
+    """
+
+    def _log(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "kafka client not started, retrying",
+            extra={"client": name, "attempt": state.attempt_number, "error": repr(exc)},
+        )
+
+    async def _attempt() -> ClientT:
+        client = factory()
+        try:
+            await client.start()
+        except BaseException:
+            await _quiet_stop(client)
+            raise
+        return client
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(Exception),
+        wait=wait_exponential(multiplier=backoff, max=backoff_max),
+        before_sleep=_log,
+        reraise=True,
+    )
+    client: ClientT = await retrying(_attempt)
+    log.info("kafka client started", extra={"client": name})
+    return client
+
+
+async def _quiet_stop(client: Startable) -> None:
+    try:
+        await client.stop()
+    except Exception as exc:  # noqa: BLE001 - best effort clean-up
+        log.debug("ignoring error while stopping client", extra={"error": repr(exc)})
+
+
+async def probe_metadata(client: Any, limit_s: float) -> str | None:
+    """Ask the cluster for metadata through an ``AIOKafkaClient``; None if it answered."""
+    try:
+        async with asyncio.timeout(limit_s):
+            cluster = await client.fetch_all_metadata()
+    except TimeoutError:
+        return f"kafka metadata request timed out after {limit_s:g}s"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return f"kafka unreachable: {exc!r}"
+    if not cluster.brokers():
+        return "kafka returned no brokers"
+    return None
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - shutting down anyway
+        log.debug("background task ended with error", extra={"error": repr(exc)})
+
+
+async def stop_quietly(client: Startable | None) -> None:
+    if client is not None:
+        await _quiet_stop(client)

@@ -1,0 +1,119 @@
+"""Consumer FastAPI application (``create_app`` is the uvicorn factory).
+
+Background tasks started in the lifespan:
+
+* ``GroupWorker`` - the at-least-once group consumer (see ``processing.py``) with DLQ;
+* ``HistoryReader`` - a group-less reader keeping the topic's latest N messages, so that
+  every instance shows the same list (see ``history.py``);
+* a stats loop reading the group's committed offsets and the end offsets (lag);
+* ``ClusterView`` - the admin client (partitions, committed offsets, readiness).
+
+All of them connect with back-off, so the HTTP side is up (``/healthz``) even while Kafka
+is not (``/readyz`` answers 503 with a reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from kraftwerk_apps import __version__
+from kraftwerk_apps.common.health import health_router
+from kraftwerk_apps.common.kafka import cancel_and_wait
+from kraftwerk_apps.common.metrics import instrument, metrics_router
+from kraftwerk_apps.consumer.cluster import ClusterView
+from kraftwerk_apps.consumer.dashboard import Dashboard
+from kraftwerk_apps.consumer.dlq import DlqWriter
+from kraftwerk_apps.consumer.events import Broadcaster, event_stream
+from kraftwerk_apps.consumer.page import render_page
+from kraftwerk_apps.consumer.processing import GroupWorker
+from kraftwerk_apps.consumer.settings import ConsumerSettings
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # NGINX: do not buffer this response
+    "Connection": "keep-alive",
+}
+
+
+def _log_task_end(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "background task crashed",
+            extra={"task": task.get_name(), "error": repr(task.exception())},
+        )
+
+
+def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
+    settings = settings or ConsumerSettings()
+    cluster = ClusterView(settings)
+    dlq = DlqWriter(settings)
+    worker = GroupWorker(settings, dlq)
+    dashboard = Dashboard(settings, cluster, worker, Broadcaster())
+
+    async def readiness() -> str | None:
+        reason = await cluster.readiness()
+        if reason is None and not dashboard.history.ready:
+            reason = "history reader not assigned to the topic yet"
+        return reason
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs = {
+            "cluster": cluster.run(),
+            "group-worker": worker.run(),
+            "history-reader": dashboard.history.run(),
+            "stats": dashboard.run_stats(),
+        }
+        tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
+        for task in tasks:
+            task.add_done_callback(_log_task_end)
+        try:
+            yield
+        finally:
+            for task in reversed(tasks):
+                await cancel_and_wait(task)
+            await worker.stop()
+            await dlq.stop()
+            await dashboard.history.stop()
+            await cluster.stop()
+
+    app = FastAPI(
+        title="kraftwerk consumer",
+        version=__version__,
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    instrument(app, "consumer")
+    app.include_router(health_router(readiness))
+    app.include_router(metrics_router())
+
+    @app.get("/", response_class=HTMLResponse, summary="Live page of the latest messages")
+    async def index(request: Request) -> HTMLResponse:
+        base = str(request.scope.get("root_path", ""))
+        return HTMLResponse(render_page(dashboard.snapshot(), base))
+
+    @app.get("/messages", summary="Latest messages, partition offsets and lag (JSON)")
+    async def messages() -> dict[str, Any]:
+        return dashboard.snapshot()
+
+    @app.get(
+        "/events",
+        summary="Server-sent events: `snapshot` events with the /messages payload",
+        response_class=StreamingResponse,
+    )
+    async def events() -> StreamingResponse:
+        stream = event_stream(
+            dashboard.broadcaster, dashboard.snapshot_event, settings.sse_keepalive_seconds
+        )
+        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    return app

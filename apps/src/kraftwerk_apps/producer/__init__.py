@@ -1,0 +1,1 @@
+"""Producer service: HTTP -> Kafka, answering only after the broker acknowledged (acks=all)."""

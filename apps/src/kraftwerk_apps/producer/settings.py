@@ -1,0 +1,37 @@
+"""Producer settings (environment variables with the ``KRAFTWERK_`` prefix)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from kraftwerk_apps.common.settings import KafkaClientSettings, split_csv
+
+
+class ProducerSettings(KafkaClientSettings):
+    port: int = Field(default=8001, ge=1, le=65535)
+    client_id: str = "kraftwerk-producer"
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys accepted in the X-API-Key header. Secret.",
+    )
+    request_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="Upper bound for waiting on the broker acknowledgement."
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=2)
+    batch_max_size: int = Field(default=100, ge=1)
+    linger_ms: int = Field(default=5, ge=0)
+    compression_type: str | None = Field(default=None, description="gzip, snappy, lz4, zstd")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return split_csv(value)
+
+    def api_key_bytes(self) -> list[bytes]:
+        return [key.get_secret_value().encode() for key in self.api_keys]
