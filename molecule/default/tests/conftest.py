@@ -1,0 +1,55 @@
+"""Shared fixtures for the Molecule verify step: hosts come from Molecule's inventory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+ROOT = Path(__file__).resolve().parents[3]
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = AnsibleRunner(INVENTORY)
+
+
+def hosts_of(group: str) -> list[str]:
+    return sorted(RUNNER.get_hosts(group))
+
+
+def host(name: str) -> Any:
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def address(name: str) -> str:
+    return str(RUNNER.get_variables(name)["ansible_host"])
+
+
+@pytest.fixture(scope="session")
+def kafka_hosts() -> list[str]:
+    names = hosts_of("kafka")
+    assert len(names) == 3, names
+    return names
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka_hosts: list[str]) -> str:
+    return ",".join(f"{address(h)}:9092" for h in kafka_hosts)
+
+
+@pytest.fixture(scope="session")
+def kafka1(kafka_hosts: list[str]) -> Any:
+    return host(kafka_hosts[0])
+
+
+def converge(*extra: str) -> subprocess.CompletedProcess[str]:
+    """Run site.yml again against Molecule's hosts, the way an operator re-runs it."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="default")
+    env.pop("ANSIBLE_INVENTORY", None)
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(Path(INVENTORY).parent), str(ROOT / "site.yml"), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)

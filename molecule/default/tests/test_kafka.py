@@ -1,0 +1,147 @@
+"""The cluster Molecule converged: 3 KRaft nodes under systemd, the declared topics, real data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import pytest
+from conftest import address, converge, host, hosts_of
+
+KAFKA = hosts_of("kafka")
+
+
+@pytest.mark.parametrize("name", KAFKA)
+def test_unit_active_and_enabled(name: str) -> None:
+    svc = host(name).service("kafka")
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+@pytest.mark.parametrize("name", KAFKA)
+def test_ports_listening(name: str) -> None:
+    h = host(name)
+    ip = address(name)
+    assert h.socket(f"tcp://{ip}:9092").is_listening
+    assert h.socket(f"tcp://{ip}:9093").is_listening
+
+
+@pytest.mark.parametrize("name", KAFKA)
+def test_runs_as_kafka_with_our_jvm_settings(name: str) -> None:
+    h = host(name)
+    unit = h.file("/etc/systemd/system/kafka.service").content_string
+    assert "User=kafka" in unit and "LimitNOFILE=" in unit and "TimeoutStopSec=" in unit
+    java = h.process.get(comm="java", user="kafka")
+    assert "kafka.Kafka" in java.args and "-XX:+UseG1GC" in java.args
+    assert h.file("/opt/kafka/current").linked_to == "/opt/kafka/3.9.1"
+
+
+def test_quorum_has_three_voters_and_a_leader(kafka1: Any, bootstrap: str) -> None:
+    out = kafka1.check_output(f"kafka-metadata-quorum --bootstrap-server {bootstrap} describe --status")
+    leader = int(re.search(r"LeaderId:\s+(-?\d+)", out).group(1))  # type: ignore[union-attr]
+    voters = json.loads(re.search(r"CurrentVoters:\s+(\[.*\])", out).group(1))  # type: ignore[union-attr]
+    assert sorted(v["id"] for v in voters) == [1, 2, 3]
+    assert leader in (1, 2, 3)
+
+
+def meta(name: str) -> dict[str, str]:
+    text = host(name).file("/var/lib/kafka/data/meta.properties").content_string
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_cluster_id_is_the_same_everywhere_and_kept_on_the_controller() -> None:
+    ids = {meta(name)["cluster.id"] for name in KAFKA}
+    assert len(ids) == 1, ids
+    node_ids = sorted(int(meta(name)["node.id"]) for name in KAFKA)
+    assert node_ids == [1, 2, 3]
+
+
+def describe_topic(kafka1: Any, bootstrap: str, topic: str) -> list[dict[str, str]]:
+    out = kafka1.check_output(f"kafka-topics --bootstrap-server {bootstrap} --describe --topic {topic}")
+    rows = []
+    for line in out.splitlines():
+        if "Partition:" in line and "Leader:" in line:
+            fields = dict(re.findall(r"(\w+):\s*(\S*)", line))
+            rows.append(fields)
+    return rows
+
+
+@pytest.mark.parametrize("topic", ["test-topic", "test-topic.dlq"])
+def test_declared_topics(kafka1: Any, bootstrap: str, topic: str) -> None:
+    rows = describe_topic(kafka1, bootstrap, topic)
+    assert len(rows) == 6
+    for row in rows:
+        replicas = row["Replicas"].split(",")
+        assert len(replicas) == 3
+        assert sorted(row["Isr"].split(",")) == sorted(replicas), row
+    configs = kafka1.check_output(
+        f"kafka-configs --bootstrap-server {bootstrap} --entity-type topics --entity-name {topic} --describe")
+    assert "min.insync.replicas=2" in configs
+
+
+def test_round_trip_10000_messages_acks_all_in_order(kafka1: Any, bootstrap: str) -> None:
+    """10,000 keyed messages produced with acks=all come back complete, and in order per partition."""
+    topic = "kraftwerk-roundtrip"
+    kafka1.run(f"kafka-topics --bootstrap-server {bootstrap} --delete --topic {topic}")
+    kafka1.check_output(
+        f"kafka-topics --bootstrap-server {bootstrap} --create --topic {topic} --partitions 6 "
+        f"--replication-factor 3 --config min.insync.replicas=2")
+    n = 10_000
+    produce = kafka1.run(
+        f"seq 0 {n - 1} | awk '{{print \"k\" ($1 % 24) \":\" $1}}' | "
+        f"kafka-console-producer --bootstrap-server {bootstrap} --topic {topic} "
+        f"--producer-property acks=all --producer-property enable.idempotence=true "
+        f"--property parse.key=true --property key.separator=:")
+    assert produce.rc == 0, produce.stderr
+    consume = kafka1.run(
+        f"kafka-console-consumer --bootstrap-server {bootstrap} --topic {topic} --from-beginning "
+        f"--max-messages {n} --timeout-ms 60000 --property print.partition=true --property print.key=true "
+        f"--property key.separator=: --group kraftwerk-roundtrip-check")
+    assert consume.rc == 0, consume.stderr
+    seen: dict[int, list[int]] = {}
+    key_partition: dict[str, int] = {}
+    for line in consume.stdout.splitlines():
+        m = re.match(r"Partition:(\d+)\s+(k\d+):(\d+)$", line)
+        assert m, f"unexpected line {line!r}"
+        part, key, value = int(m.group(1)), m.group(2), int(m.group(3))
+        seen.setdefault(part, []).append(value)
+        assert key_partition.setdefault(key, part) == part, f"key {key} on two partitions"
+    values = [v for vs in seen.values() for v in vs]
+    assert sorted(values) == list(range(n)), f"{len(values)} of {n} messages came back"
+    for part, vs in seen.items():
+        assert vs == sorted(vs), f"partition {part} out of order"
+    assert len(seen) > 1
+
+
+def data_fingerprint(name: str) -> str:
+    """meta.properties and the round-trip topic's segments on this host."""
+    h = host(name)
+    listing = h.check_output(
+        "cd /var/lib/kafka/data && sha256sum meta.properties && "
+        "for d in kraftwerk-roundtrip-*; do sha256sum $d/*.log; done | sort")
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_converge_after_data_exists_changes_nothing(kafka1: Any, bootstrap: str) -> None:
+    before = {name: data_fingerprint(name) for name in KAFKA}
+    ids_before = {name: meta(name) for name in KAFKA}
+    res = converge()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    recap = re.findall(r"changed=(\d+)", res.stdout)
+    assert recap and all(c == "0" for c in recap), res.stdout[-3000:]
+    assert {name: meta(name) for name in KAFKA} == ids_before
+    assert {name: data_fingerprint(name) for name in KAFKA} == before
+
+
+def test_a_foreign_cluster_id_stops_the_play_and_loses_nothing(kafka1: Any, bootstrap: str) -> None:
+    """A host formatted for another cluster (here: the controller claims another id) fails closed."""
+    before = {name: data_fingerprint(name) for name in KAFKA}
+    res = converge("-e", "kafka_cluster_id=AAAAAAAAAAAAAAAAAAAAAA")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "Refusing to go on: nothing was reformatted" in out, out[-3000:]
+    assert {name: data_fingerprint(name) for name in KAFKA} == before
+    for name in KAFKA:
+        assert host(name).service("kafka").is_running

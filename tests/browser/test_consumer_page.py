@@ -1,0 +1,64 @@
+"""Browser test of the consumer page through NGINX (pytest wrapper around consumer_page.run).
+
+Configuration, first match wins:
+  * KRAFTWERK_EDGE_URL, KRAFTWERK_CA_FILE and KRAFTWERK_API_KEY (or KRAFTWERK_API_KEY_FILE);
+  * MOLECULE_INVENTORY_FILE (the Molecule verify step): the first host of group `nginx`, and the CA and
+    API key the playbooks keep next to the inventory (pki/ca.crt, secrets/kraftwerk-api-key).
+KRAFTWERK_SCREENSHOT: where to save the PNG (default docs/consumer-page.png; "" for none).
+Skipped when Chromium, chromedriver or selenium is missing, unless KRAFTWERK_BROWSER_REQUIRED=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import consumer_page
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config() -> tuple[str, str, str]:
+    url = os.environ.get("KRAFTWERK_EDGE_URL")
+    ca = os.environ.get("KRAFTWERK_CA_FILE")
+    key = os.environ.get("KRAFTWERK_API_KEY")
+    key_file = os.environ.get("KRAFTWERK_API_KEY_FILE")
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if inventory and not url:
+        from testinfra.utils.ansible_runner import AnsibleRunner  # noqa: PLC0415
+
+        runner = AnsibleRunner(inventory)
+        edge = sorted(runner.get_hosts("nginx"))[0]
+        url = f"https://{runner.get_variables(edge)['ansible_host']}"
+        inv_dir = Path(inventory).resolve().parent
+        ca = ca or str(inv_dir / "pki" / "ca.crt")
+        key_file = key_file or str(inv_dir / "secrets" / "kraftwerk-api-key")
+    if not key and key_file:
+        key = Path(key_file).read_text().split()[0]
+    if not (url and ca and key):
+        pytest.skip("set KRAFTWERK_EDGE_URL, KRAFTWERK_CA_FILE and KRAFTWERK_API_KEY(_FILE), or MOLECULE_INVENTORY_FILE")
+    return url, ca, key
+
+
+def _browser_available() -> None:
+    missing = [p for p in (consumer_page.CHROMIUM, consumer_page.CHROMEDRIVER) if not shutil.which(p)]
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("selenium (pip install -r tests/browser/requirements.txt)")
+    if missing:
+        if os.environ.get("KRAFTWERK_BROWSER_REQUIRED") == "1":
+            pytest.fail(f"missing: {', '.join(missing)}")
+        pytest.skip(f"missing: {', '.join(missing)} (apt-get install -y chromium chromium-driver libnss3-tools)")
+
+
+def test_consumer_page_shows_new_messages_live() -> None:
+    _browser_available()
+    url, ca, key = _config()
+    screenshot = os.environ.get("KRAFTWERK_SCREENSHOT", str(ROOT / "docs" / "consumer-page.png")) or None
+    result = consumer_page.run(url, ca, key, screenshot=screenshot, count=3)
+    assert len(result.sent) == 3 and all(isinstance(s["offset"], int) for s in result.sent)
+    assert result.seconds_to_show < 30
+    assert result.console_errors == [], result.console_errors
