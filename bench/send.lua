@@ -1,0 +1,9 @@
+-- POST /api/send with the key from the environment, spread over 64 Kafka keys.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = os.getenv("KRAFTWERK_API_KEY")
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/api/send?key=wrk-" .. (n % 64), nil, '{"bench":' .. n .. ',"source":"wrk"}')
+end
