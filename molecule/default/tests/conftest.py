@@ -47,9 +47,10 @@ def kafka1(kafka_hosts: list[str]) -> Any:
 
 def converge(*extra: str) -> subprocess.CompletedProcess[str]:
     """Run site.yml again against Molecule's hosts, the way an operator re-runs it."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_STDOUT_CALLBACK="default")
-    env.pop("ANSIBLE_INVENTORY", None)
+    # Molecule's own ANSIBLE_* settings (roles path, library, config) point into its scenario: drop them
+    # and use the project's ansible.cfg, as an operator would.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run(
-        ["ansible-playbook", "-i", str(Path(INVENTORY).parent), str(ROOT / "site.yml"), *extra],
+        ["ansible-playbook", "-i", INVENTORY, str(ROOT / "site.yml"), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
