@@ -4,7 +4,8 @@ Configuration, first match wins:
   * KRAFTWERK_EDGE_URL, KRAFTWERK_CA_FILE and KRAFTWERK_API_KEY (or KRAFTWERK_API_KEY_FILE);
   * MOLECULE_INVENTORY_FILE (the Molecule verify step): the first host of group `nginx`, and the CA and
     API key the playbooks keep next to the inventory (pki/ca.crt, secrets/kraftwerk-api-key).
-KRAFTWERK_SCREENSHOT: where to save the PNG (default docs/consumer-page.png; "" for none).
+KRAFTWERK_SCREENSHOT: where to save the PNG (default: the system's temporary directory, so that a test run
+leaves the work tree clean; point it at docs/consumer-page.png to refresh the README's picture; "" for none).
 Skipped when Chromium, chromedriver or selenium is missing, unless KRAFTWERK_BROWSER_REQUIRED=1.
 """
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import consumer_page
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config() -> tuple[str, str, str]:
@@ -57,7 +58,8 @@ def _browser_available() -> None:
 def test_consumer_page_shows_new_messages_live() -> None:
     _browser_available()
     url, ca, key = _config()
-    screenshot = os.environ.get("KRAFTWERK_SCREENSHOT", str(ROOT / "docs" / "consumer-page.png")) or None
+    default = Path(tempfile.gettempdir()) / "kraftwerk-consumer-page.png"
+    screenshot = os.environ.get("KRAFTWERK_SCREENSHOT", str(default)) or None
     result = consumer_page.run(url, ca, key, screenshot=screenshot, count=3)
     assert len(result.sent) == 3 and all(isinstance(s["offset"], int) for s in result.sent)
     assert result.seconds_to_show < 30

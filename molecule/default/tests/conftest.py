@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,27 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 
 ROOT = Path(__file__).resolve().parents[3]
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+INVENTORY_DIR = Path(INVENTORY).resolve().parent
 RUNNER = AnsibleRunner(INVENTORY)
+CA_FILE = Path(os.environ.get("KRAFTWERK_CA_FILE", INVENTORY_DIR / "pki" / "ca.crt"))
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """The producer API key: KRAFTWERK_API_KEY, or the one playbooks/apps.yml generated beside the inventory."""
+    key = os.environ.get("KRAFTWERK_API_KEY")
+    if key:
+        return key
+    path = INVENTORY_DIR / "secrets" / "kraftwerk-api-key"
+    assert path.is_file(), f"no KRAFTWERK_API_KEY and no {path}"
+    return path.read_text().split()[0]
+
+
+@pytest.fixture(scope="session")
+def tls() -> ssl.SSLContext:
+    """Verifies the edge's certificate against the generated CA only (not the system store)."""
+    assert CA_FILE.is_file(), f"CA certificate {CA_FILE} is missing"
+    return ssl.create_default_context(cafile=str(CA_FILE))
 
 
 def hosts_of(group: str) -> list[str]:
@@ -47,10 +68,15 @@ def kafka1(kafka_hosts: list[str]) -> Any:
 
 def converge(*extra: str) -> subprocess.CompletedProcess[str]:
     """Run site.yml again against Molecule's hosts, the way an operator re-runs it."""
+    return playbook("site.yml", *extra)
+
+
+def playbook(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of the project (path relative to the root) against Molecule's hosts."""
     # Molecule's own ANSIBLE_* settings (roles path, library, config) point into its scenario: drop them
     # and use the project's ansible.cfg, as an operator would.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(ROOT / "site.yml"), *extra],
+        ["ansible-playbook", "-i", INVENTORY, str(ROOT / path), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)

@@ -22,15 +22,14 @@ import urllib.error
 import urllib.request
 import uuid
 from http.client import HTTPResponse
-from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
+from conftest import CA_FILE
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-INVENTORY_DIR = Path(INVENTORY).resolve().parent
 RUNNER = AnsibleRunner(INVENTORY)
 
 # Same defaults as playbooks/apps.yml; the inventory may override them per host.
@@ -68,26 +67,7 @@ EDGE_HOSTS = _group("nginx")
 EDGE = EDGE_HOSTS[0]
 EDGE_IP = str(_vars(EDGE)["ansible_host"])
 BASE = f"https://{EDGE_IP}"
-CA_FILE = Path(os.environ.get("KRAFTWERK_CA_FILE", INVENTORY_DIR / "pki" / "ca.crt"))
 APP_INSTANCES = [(app, *inst) for app in APPS for inst in _instances(app)]
-
-
-@pytest.fixture(scope="session")
-def api_key() -> str:
-    key = os.environ.get("KRAFTWERK_API_KEY")
-    if key:
-        return key
-    path = INVENTORY_DIR / "secrets" / "kraftwerk-api-key"
-    assert path.is_file(), f"no KRAFTWERK_API_KEY and no {path}"
-    return path.read_text().split()[0]
-
-
-@pytest.fixture(scope="session")
-def tls() -> ssl.SSLContext:
-    """Verifies the edge's certificate against the generated CA only (not the system store)."""
-    assert CA_FILE.is_file(), f"CA certificate {CA_FILE} is missing"
-    context = ssl.create_default_context(cafile=str(CA_FILE))
-    return context
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

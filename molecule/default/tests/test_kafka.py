@@ -146,3 +146,17 @@ def test_a_foreign_cluster_id_stops_the_play_and_loses_nothing(kafka1: Any, boot
     assert {name: data_fingerprint(name) for name in KAFKA} == before
     for name in KAFKA:
         assert host(name).service("kafka").is_running
+
+
+def test_check_mode_with_a_pending_change_reports_the_restarts_and_waits_on_no_gate() -> None:
+    """`site.yml --check --diff` with a pending server.properties change ends, shows it, changes nothing."""
+    pids = {name: host(name).check_output("systemctl show -p MainPID --value kafka") for name in KAFKA}
+    props = {name: host(name).file("/etc/kafka/server.properties").content_string for name in KAFKA}
+    res = converge("--check", "--diff", "-e", '{"kafka_num_network_threads": 4}')
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "+num.network.threads=4" in out and "-num.network.threads=3" in out, out[-4000:]
+    assert re.search(r"Would restart Kafka on (kafka\d, ){2}kafka\d \(one node at a time", out), out[-4000:]
+    assert "TASK [kafka : Gate - restarting keeps" not in out and "TASK [kafka : Restart Kafka on" not in out
+    assert {name: host(name).file("/etc/kafka/server.properties").content_string for name in KAFKA} == props
+    assert {name: host(name).check_output("systemctl show -p MainPID --value kafka") for name in KAFKA} == pids

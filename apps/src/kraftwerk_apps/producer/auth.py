@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Header
 
+from kraftwerk_apps.producer.deps import Context
 from kraftwerk_apps.producer.errors import ApiError
 
 
@@ -19,23 +19,20 @@ def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
     return found
 
 
-def api_key_dependency(
-    keys: list[bytes],
-) -> Callable[..., Coroutine[Any, Any, None]]:
-    async def require_api_key(
-        x_api_key: Annotated[
-            str | None,
-            Header(description="API key; one of KRAFTWERK_API_KEYS."),
-        ] = None,
-    ) -> None:
-        if not x_api_key:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing X-API-Key header",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
-        if not keys or not key_matches(x_api_key.encode(), keys):
-            raise ApiError(403, "forbidden", "invalid API key")
-
-    return require_api_key
+async def require_api_key(
+    context: Context,
+    x_api_key: Annotated[
+        str | None,
+        Header(description="API key; one of KRAFTWERK_API_KEYS."),
+    ] = None,
+) -> None:
+    if not x_api_key:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing X-API-Key header",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    # latin-1: the bytes as received (Starlette decoded them as latin-1).
+    if not context.api_keys or not key_matches(x_api_key.encode("latin-1"), context.api_keys):
+        raise ApiError(403, "forbidden", "invalid API key")

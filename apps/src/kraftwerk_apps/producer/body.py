@@ -56,5 +56,60 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def surrogate_location(value: Any) -> list[str | int] | None:
+    """Path to the first string (or object key) in parsed JSON that is not valid UTF-8.
+
+    Parts that are themselves not valid UTF-8 are given as their ``ascii()`` form so that
+    the error response can be encoded.
+    """
+    if isinstance(value, str):
+        return [] if _not_utf8(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _not_utf8(k):
+                return [ascii(k)]
+            if (found := surrogate_location(v)) is not None:
+                return [k, *found]
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := surrogate_location(v)) is not None:
+                return [i, *found]
+    return None
+
+
+def invalid_unicode(loc: list[str | int]) -> ApiError:
+    where = "body" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return ApiError(
+        422,
+        "invalid_unicode",
+        f"{where} contains a lone UTF-16 surrogate (such as \\ud800), which is not valid "
+        "Unicode and cannot be encoded as UTF-8",
+        extra={"errors": [{"loc": ["body", *loc], "msg": "lone surrogate: not valid Unicode"}]},
+    )
+
+
+def reject_lone_surrogates(value: Any) -> None:
+    """422 ``invalid_unicode`` when any string in a parsed JSON document is not UTF-8-safe.
+
+    ``json.loads`` accepts escaped lone surrogates (``"\\ud800"``); they cannot be encoded.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise invalid_unicode(surrogate_location(value) or []) from exc
+
+
 def encode_value(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; 422 ``invalid_unicode`` for lone surrogates."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError as exc:
+        raise invalid_unicode(surrogate_location(value) or []) from exc

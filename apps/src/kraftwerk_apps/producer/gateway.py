@@ -3,18 +3,32 @@
 ``KafkaSender`` owns one idempotent ``AIOKafkaProducer`` (``acks="all"``,
 ``enable_idempotence=True``).  It connects in the background with exponential back-off so
 that the HTTP app starts (and reports 503 on ``/readyz`` and ``/send``) while Kafka is down.
-A send is only reported as delivered when the broker acknowledged it; every wait is bounded
-by the caller's deadline.
+
+A ``Submission`` hands messages to Kafka in order, one background task per submission, and
+gives one *outcome future* per message.  The HTTP layer waits on those futures (never
+cancelling them), so a request deadline cannot cancel aiokafka's delivery future.  What is
+known for certain:
+
+* ``NotConnectedError`` (raised by ``submit``): nothing was handed to aiokafka.
+* ``NotWrittenError`` (an outcome): ``AIOKafkaProducer.send()`` raised or was cancelled
+  before it appended the record to a batch, so the record cannot reach Kafka.  Every await
+  in aiokafka's ``send()`` (metadata wait, waiting for buffer space) comes before the
+  append, which is synchronous; cancelling it is therefore safe (aiokafka documents it too).
+* Any other exception is a broker/transport error after the record was enqueued: see
+  ``outcomes.py`` for which of those still mean "certainly not written".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 
 from kraftwerk_apps.common.kafka import (
     cancel_and_wait,
@@ -25,6 +39,16 @@ from kraftwerk_apps.common.kafka import (
 from kraftwerk_apps.producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
+
+# How long ``Submission.abandon`` waits for the cancelled enqueue step to unwind.
+ABANDON_GRACE_SECONDS = 1.0
+
+CODEC_CHECKS: dict[str, Callable[[], bool]] = {
+    "gzip": has_gzip,
+    "snappy": has_snappy,
+    "lz4": has_lz4,
+    "zstd": has_zstd,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +70,93 @@ class Delivery:
 
 
 class NotConnectedError(Exception):
-    """The producer has not (yet) connected to Kafka."""
+    """The producer has not (yet) connected to Kafka; nothing was enqueued."""
+
+
+class NotWrittenError(Exception):
+    """The record was never appended to a producer batch, so it cannot reach Kafka."""
+
+    def __init__(self, reason: str, cause: BaseException | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+class EnqueueDeadlineError(NotWrittenError):
+    """The request deadline passed while aiokafka still waited (metadata / buffer space)."""
+
+
+# Hands one message to the client; returns the client's delivery future (resolving to an
+# object with topic/partition/offset/timestamp attributes, e.g. aiokafka's RecordMetadata).
+Enqueue = Callable[[OutgoingMessage], Awaitable["asyncio.Future[Any]"]]
+
+
+def _mark_retrieved(fut: asyncio.Future[Any]) -> None:
+    """Outcomes nobody waits for any more (deadline passed) must not log 'never retrieved'."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Submission:
+    """Messages handed to Kafka in order by one background task; one outcome per message."""
+
+    def __init__(self, messages: Sequence[OutgoingMessage], enqueue: Enqueue) -> None:
+        loop = asyncio.get_running_loop()
+        self.outcomes: list[asyncio.Future[Delivery]] = [loop.create_future() for _ in messages]
+        for fut in self.outcomes:
+            fut.add_done_callback(_mark_retrieved)
+        self._enqueued = [False] * len(messages)
+        self._task = asyncio.create_task(self._run(list(messages), enqueue), name="kafka-enqueue")
+        self._task.add_done_callback(self._fail_unenqueued)
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        return self._task
+
+    def enqueued(self, index: int) -> bool:
+        return self._enqueued[index]
+
+    async def _run(self, messages: list[OutgoingMessage], enqueue: Enqueue) -> None:
+        for i, msg in enumerate(messages):
+            try:
+                kafka_future = await enqueue(msg)
+            except Exception as exc:  # noqa: BLE001 - raised before the append: not written
+                self.outcomes[i].set_exception(NotWrittenError(f"not enqueued: {exc!r}", exc))
+                continue
+            self._enqueued[i] = True
+            kafka_future.add_done_callback(partial(self._settle, i))
+
+    def _settle(self, index: int, kafka_future: asyncio.Future[Any]) -> None:
+        outcome = self.outcomes[index]
+        if outcome.done():
+            return
+        if kafka_future.cancelled():
+            outcome.set_exception(asyncio.CancelledError("delivery future cancelled"))
+        elif (exc := kafka_future.exception()) is not None:
+            outcome.set_exception(exc)
+        else:
+            md = kafka_future.result()
+            outcome.set_result(Delivery(md.topic, md.partition, md.offset, md.timestamp))
+
+    def _fail_unenqueued(self, _: asyncio.Task[None]) -> None:
+        for i, outcome in enumerate(self.outcomes):
+            if not outcome.done() and not self._enqueued[i]:
+                outcome.set_exception(
+                    EnqueueDeadlineError("not enqueued before the request deadline (abandoned)")
+                )
+
+    async def abandon(self) -> None:
+        """Stop enqueuing: messages not yet enqueued fail with ``EnqueueDeadlineError``.
+
+        Already enqueued messages are not affected (their outcome stays pending until the
+        broker answers).
+        """
+        if self._task.done():
+            return
+        self._task.cancel()
+        await asyncio.wait([self._task], timeout=ABANDON_GRACE_SECONDS)
+        if self._task.done():
+            self._fail_unenqueued(self._task)
 
 
 class MessageSender(Protocol):
@@ -55,19 +165,30 @@ class MessageSender(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def readiness(self) -> str | None: ...
-    async def send_many(self, messages: list[OutgoingMessage]) -> list[Delivery | BaseException]:
-        """Enqueue all, then wait for every acknowledgement; failures are returned, not raised.
+    def submit(self, messages: Sequence[OutgoingMessage]) -> Submission:
+        """Start handing ``messages`` to Kafka (in order) without waiting.
 
-        May raise ``NotConnectedError`` before anything was enqueued.
+        Raises ``NotConnectedError`` (synchronously) when nothing can be enqueued.
         """
         ...
 
 
+def check_codec(compression_type: str | None) -> None:
+    """Fail at start-up (not in the reconnect loop) when a codec library is missing."""
+    if compression_type is not None and not CODEC_CHECKS[compression_type]():
+        raise RuntimeError(
+            f"compression_type={compression_type} needs cramjam: install "
+            "'aiokafka[lz4,snappy,zstd]'"
+        )
+
+
 class KafkaSender:
     def __init__(self, settings: ProducerSettings) -> None:
+        check_codec(settings.compression_type)
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._submissions: set[asyncio.Task[None]] = set()
 
     def _build(self) -> AIOKafkaProducer:
         s = self._settings
@@ -94,34 +215,27 @@ class KafkaSender:
         # stop() flushes pending batches, so nothing already enqueued is dropped silently.
         await stop_quietly(self._producer)
         self._producer = None
+        for task in list(self._submissions):
+            await cancel_and_wait(task)
 
     async def readiness(self) -> str | None:
         if self._producer is None:
             return "kafka producer not connected yet"
         return await probe_metadata(self._producer.client, self._settings.readiness_timeout_seconds)
 
-    async def send_many(self, messages: list[OutgoingMessage]) -> list[Delivery | BaseException]:
+    def submit(self, messages: Sequence[OutgoingMessage]) -> Submission:
         producer = self._producer
         if producer is None:
             raise NotConnectedError("kafka producer not connected")
-        futures: list[asyncio.Future[Any] | BaseException] = []
-        for msg in messages:
-            try:
-                fut = await producer.send(
-                    self._settings.topic, value=msg.value, key=msg.key, headers=msg.headers
-                )
-                futures.append(fut)
-            except Exception as exc:  # noqa: BLE001 - reported per message
-                futures.append(exc)
-        results: list[Delivery | BaseException] = []
-        for item in futures:
-            if isinstance(item, BaseException):
-                results.append(item)
-                continue
-            try:
-                # shield: a deadline cancelling *us* must not cancel aiokafka's future.
-                md = await asyncio.shield(item)
-                results.append(Delivery(md.topic, md.partition, md.offset, md.timestamp))
-            except Exception as exc:  # noqa: BLE001 - reported per message
-                results.append(exc)
-        return results
+        topic = self._settings.topic
+
+        async def enqueue(msg: OutgoingMessage) -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = await producer.send(
+                topic, value=msg.value, key=msg.key, headers=msg.headers
+            )
+            return fut
+
+        submission = Submission(messages, enqueue)
+        self._submissions.add(submission.task)
+        submission.task.add_done_callback(self._submissions.discard)
+        return submission

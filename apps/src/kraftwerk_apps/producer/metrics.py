@@ -5,7 +5,7 @@ from prometheus_client import Counter, Histogram
 MESSAGES = Counter(
     "kraftwerk_producer_messages_total",
     "Messages handled by the producer, by outcome",
-    ["outcome"],  # acked | failed | timeout | unavailable
+    ["outcome"],  # acked | replayed | failed (certainly not written) | unknown
 )
 ACK_LATENCY = Histogram(
     "kraftwerk_producer_ack_seconds",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -24,7 +24,31 @@ class ProducerSettings(KafkaClientSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=2)
     batch_max_size: int = Field(default=100, ge=1)
     linger_ms: int = Field(default=5, ge=0)
-    compression_type: str | None = Field(default=None, description="gzip, snappy, lz4, zstd")
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
+        default=None,
+        description="Producer batch compression: none (or empty), gzip, snappy, lz4, zstd.",
+    )
+    retry_after_seconds: int = Field(
+        default=2, ge=0, description="Retry-After header value on 503 answers."
+    )
+    idempotency_window_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long this process remembers an Idempotency-Key (replay cache).",
+    )
+    idempotency_max_keys: int = Field(
+        default=100_000, ge=1, description="Most Idempotency-Keys remembered per process."
+    )
+
+    @field_validator("compression_type", mode="before")
+    @classmethod
+    def _no_compression(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return None if value in ("", "none") else value
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

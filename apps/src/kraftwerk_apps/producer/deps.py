@@ -1,0 +1,28 @@
+"""Per-app objects the routes need, kept on ``app.state`` and injected with ``Depends``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kraftwerk_apps.producer.service import Publisher
+from kraftwerk_apps.producer.settings import ProducerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerContext:
+    settings: ProducerSettings
+    publisher: Publisher
+    api_keys: list[bytes]
+
+
+def get_context(request: Request) -> ProducerContext:
+    context = request.app.state.producer
+    if not isinstance(context, ProducerContext):
+        raise TypeError("app.state.producer is not set up (use create_app)")
+    return context
+
+
+Context = Annotated[ProducerContext, Depends(get_context)]

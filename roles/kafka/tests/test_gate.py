@@ -1,0 +1,127 @@
+"""Unit tests for the kafka_gate module's pure functions (parsing and the restart conditions).
+
+The fixtures are real, unedited output of Kafka 3.9.1's CLIs on the 3-node Molecule lab (combined
+broker+controller nodes 1-3, test-topic and test-topic.dlq with RF 3 and min.insync.replicas=2):
+  topics-describe-3.9.1.txt:      kafka-topics --describe
+  quorum-replication-3.9.1.txt:   kafka-metadata-quorum describe --replication
+Degraded states are derived from them by the helpers below (a node taken out of an ISR, a lagging voter).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+
+_spec = importlib.util.spec_from_file_location("kafka_gate", HERE.parent / "library" / "kafka_gate.py")
+assert _spec is not None and _spec.loader is not None
+gate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gate)
+
+
+def partitions() -> list[dict[str, Any]]:
+    return gate.parse_partitions((FIXTURES / "topics-describe-3.9.1.txt").read_text(), 1)
+
+
+def quorum() -> list[dict[str, Any]]:
+    return gate.parse_quorum((FIXTURES / "quorum-replication-3.9.1.txt").read_text())
+
+
+def without(parts: list[dict[str, Any]], node: int, topic: str = "test-topic", partition: int | None = None) -> None:
+    for p in parts:
+        if p["topic"] == topic and (partition is None or p["partition"] == partition):
+            p["isr"] = [b for b in p["isr"] if b != node]
+
+
+def lagging(voters: list[dict[str, Any]], node: int, lag: int = 5000) -> list[dict[str, Any]]:
+    return [{**v, "lag": lag} if v["node_id"] == node else v for v in voters]
+
+
+def test_parse_partitions_reads_every_partition_with_its_min_isr() -> None:
+    parts = partitions()
+    assert len(parts) == 12
+    assert {p["topic"] for p in parts} == {"test-topic", "test-topic.dlq"}
+    first = parts[0]
+    assert first == {"topic": "test-topic", "partition": 0, "leader": 3, "replicas": [3, 1, 2], "isr": [3, 1, 2],
+                     "min_isr": 2}
+
+
+def test_parse_partitions_uses_the_default_min_isr_without_an_override() -> None:
+    text = ("Topic: t\tTopicId: x\tPartitionCount: 1\tReplicationFactor: 2\tConfigs: \n"
+            "\tTopic: t\tPartition: 0\tLeader: none\tReplicas: 1,2\tIsr: \tElr: \tLastKnownElr: \n")
+    [p] = gate.parse_partitions(text, 2)
+    assert p["min_isr"] == 2 and p["leader"] == -1 and p["isr"] == []
+
+
+def test_parse_quorum() -> None:
+    voters = quorum()
+    assert sorted(v["node_id"] for v in voters) == [1, 2, 3]
+    assert [v["status"] for v in voters].count("Leader") == 1
+    assert all(v["lag"] == 0 for v in voters)
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_a_healthy_cluster_may_restart_any_node(node: int) -> None:
+    assert gate.evaluate("before", node, partitions(), quorum(), 20) == []
+    assert gate.evaluate("after", node, partitions(), quorum(), 20) == []
+    assert gate.evaluate("healthy", None, partitions(), quorum(), 20) == []
+
+
+def test_not_before_the_last_restarted_node_is_back_in_the_isr() -> None:
+    parts = partitions()
+    without(parts, 2)  # node 2 was just restarted and has not caught up yet
+    reasons = gate.evaluate("before", 3, parts, quorum(), 20)
+    assert reasons and "below min.insync.replicas" in reasons[0]
+    assert "test-topic-0" in reasons[0]
+    # ...and node 2 itself is reported as not back yet
+    after = gate.evaluate("after", 2, parts, quorum(), 20)
+    assert after and "not in the ISR of 6 partition(s)" in after[0]
+
+
+def test_restarting_the_node_that_is_out_of_the_isr_is_safe() -> None:
+    parts = partitions()
+    without(parts, 2, partition=0)
+    assert gate.evaluate("before", 2, parts, quorum(), 20) == []
+
+
+def test_a_partition_at_min_isr_blocks_only_the_nodes_in_its_isr() -> None:
+    parts = partitions()
+    for p in parts:
+        if p["topic"] == "test-topic" and p["partition"] == 1:
+            p["min_isr"], p["isr"] = 3, [1, 2, 3]
+    assert gate.evaluate("before", 1, parts, quorum(), 20)
+    parts = [p for p in parts if p["topic"] != "test-topic" or p["partition"] != 1]
+    assert gate.evaluate("before", 1, parts, quorum(), 20) == []
+
+
+def test_no_majority_of_caught_up_voters_without_the_node() -> None:
+    voters = lagging(quorum(), 2)
+    leader = next(v["node_id"] for v in voters if v["status"] == "Leader")
+    third = ({1, 2, 3} - {2, leader}).pop()
+    reasons = gate.evaluate("before", third, partitions(), voters, 20)
+    assert reasons and "no majority" in reasons[0]
+    assert gate.evaluate("before", 2, partitions(), voters, 20) == []  # the lagging voter itself may go
+
+
+def test_after_waits_for_a_voter_to_catch_up() -> None:
+    assert gate.evaluate("after", 2, partitions(), lagging(quorum(), 2), 20)
+    assert gate.evaluate("after", 2, partitions(), lagging(quorum(), 2, lag=3), 20) == []
+
+
+def test_no_leader_is_never_healthy() -> None:
+    voters = [{**v, "status": "Follower"} for v in quorum()]
+    for phase, node in (("before", 1), ("after", 1), ("healthy", None)):
+        assert any("no leader" in r for r in gate.evaluate(phase, node, partitions(), voters, 20))
+
+
+def test_an_rf1_partition_on_the_node_blocks_its_restart() -> None:
+    parts = partitions() + [{"topic": "single", "partition": 0, "leader": 1, "replicas": [1], "isr": [1],
+                             "min_isr": 2}]
+    reasons = gate.evaluate("before", 1, parts, quorum(), 20)
+    assert reasons and "single-0" in reasons[0]
+    assert gate.evaluate("before", 2, parts, quorum(), 20) == []
