@@ -248,11 +248,59 @@ def test_malformed_body_is_422(tls: ssl.SSLContext, api_key: str, payload: bytes
     assert status == 422, answer
 
 
-def test_body_over_the_edge_limit_is_413(tls: ssl.SSLContext, api_key: str) -> None:
-    big = b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
-    status, _, _ = request(tls, "/api/send", method="POST", body=big,
-                           headers={"X-API-Key": api_key, "Content-Type": "application/json"})
+@pytest.mark.parametrize("size", [1_000_001, 2 * 1024 * 1024])
+def test_body_over_the_limit_is_one_json_413(tls: ssl.SSLContext, api_key: str, size: int) -> None:
+    """Just over the limit and far over it: the same JSON error, whoever answers (NGINX or the app)."""
+    big = b'{"x": "' + b"a" * (size - 10) + b'"}'
+    status, headers, body = request(tls, "/api/send", method="POST", body=big,
+                                    headers={"X-API-Key": api_key, "Content-Type": "application/json"})
     assert status == 413
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"] == "payload_too_large"
+
+
+def test_a_body_at_the_limit_is_not_refused_for_its_size(tls: ssl.SSLContext, api_key: str) -> None:
+    """kraftwerk_max_body_bytes (1,000,000) fits in one Kafka record under the broker's message.max.bytes."""
+    body = b'{"x": "' + b"a" * (1_000_000 - 10) + b'"}'
+    assert len(body) == 1_000_000
+    status, _, answer = request(tls, "/api/send", method="POST", body=body,
+                                headers={"X-API-Key": api_key, "Content-Type": "application/json"})
+    assert status == 200, answer
+
+
+def test_utf8_kafka_headers_survive_the_edge(tls: ssl.SSLContext, api_key: str) -> None:
+    marker = uuid.uuid4().hex
+    req = urllib.request.Request(
+        BASE + f"/api/send?key={marker}", data=json.dumps({"utf8": marker}).encode(), method="POST",
+        headers={"X-API-Key": api_key, "Content-Type": "application/json"})
+    req.add_header("X-Kafka-Header-City", "Zürich".encode().decode("latin-1"))  # the UTF-8 bytes on the wire
+    with urllib.request.urlopen(req, context=tls, timeout=15) as resp:  # noqa: S310
+        assert resp.status == 200
+    deadline = time.monotonic() + 30
+    while True:
+        found = [m for m in json.loads(request(tls, "/messages")[2])["messages"] if m.get("key") == marker]
+        if found:
+            break
+        assert time.monotonic() < deadline, "message with a UTF-8 header never showed"
+        time.sleep(0.5)
+    assert found[0]["headers"]["city"] == "Zürich"
+
+
+def test_invalid_unicode_is_422(tls: ssl.SSLContext, api_key: str) -> None:
+    status, answer = send(tls, api_key, b'{"a": "\\ud800"}')  # a lone surrogate, JSON-escaped
+    assert status == 422, answer
+    assert answer["error"] == "invalid_unicode"
+
+
+def test_an_idempotent_retry_through_the_edge_is_answered_once(tls: ssl.SSLContext, api_key: str) -> None:
+    key = uuid.uuid4().hex
+    headers = {"X-API-Key": api_key, "Content-Type": "application/json", "Idempotency-Key": key}
+    answers = [request(tls, "/api/send", method="POST", body=b'{"retry": true}', headers=headers)
+               for _ in range(3)]
+    assert [a[0] for a in answers] == [200, 200, 200]
+    first, *repeats = [json.loads(a[2]) for a in answers]
+    assert all((r["partition"], r["offset"]) == (first["partition"], first["offset"]) for r in repeats)
+    assert all(a[1].get("idempotent-replayed") == "true" for a in answers[1:])
 
 
 def test_events_stream_through_the_proxy(tls: ssl.SSLContext) -> None:
@@ -289,7 +337,12 @@ def test_unknown_paths_are_404(tls: ssl.SSLContext) -> None:
 
 def test_producer_docs_under_the_prefix(tls: ssl.SSLContext) -> None:
     status, _, body = request(tls, "/api/openapi.json")
-    assert status == 200 and "/send" in json.loads(body)["paths"]
+    doc = json.loads(body)
+    assert status == 200 and "/send" in doc["paths"]
+    refs = re.findall(r'"\$ref":\s*"#/components/schemas/([^"]+)"', body.decode())
+    assert refs and all(name in doc["components"]["schemas"] for name in refs), refs
+    for code in ("200", "401", "403", "413", "422", "503", "504"):
+        assert code in doc["paths"]["/send"]["post"]["responses"], code
 
 
 def test_rate_limit_answers_429(tls: ssl.SSLContext) -> None:

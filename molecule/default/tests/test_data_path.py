@@ -77,10 +77,10 @@ def group_lag(kafka1: Any, bootstrap: str) -> dict[int, int] | None:
     lags = {}
     for line in res.stdout.splitlines():
         cols = line.split()
-        if len(cols) >= 6 and cols[1] == TOPIC and cols[2].isdigit():
-            if not cols[5].lstrip("-").isdigit():
-                return None
-            lags[int(cols[2])] = int(cols[5])
+        if len(cols) >= 6 and cols[1] == TOPIC and cols[2].isdigit() and cols[4].isdigit():
+            # CURRENT-OFFSET and LAG are "-" while the group has committed nothing on a partition.
+            committed = int(cols[3]) if cols[3].isdigit() else 0
+            lags[int(cols[2])] = int(cols[4]) - committed
     return lags if res.rc == 0 and lags else None
 
 
