@@ -55,14 +55,32 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         kafka.stop()
 
 
-async def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+# Like the deployment (roles/kafka_topics): the page orders by the broker's append time.
+TOPIC_CONFIGS = {"message.timestamp.type": "LogAppendTime"}
+
+
+async def _create_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create ``topics`` (name -> partitions) with ``TOPIC_CONFIGS`` plus ``configs[name]``."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()]
+            [
+                NewTopic(
+                    name,
+                    num_partitions=n,
+                    replication_factor=1,
+                    topic_configs={**TOPIC_CONFIGS, **configs.get(name, {})},
+                )
+                for name, n in topics.items()
+            ]
         )
         for _ in range(100):
             found = set(await admin.list_topics())

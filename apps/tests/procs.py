@@ -7,12 +7,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
+
+
+def eventually(
+    check: Callable[[], T | None], timeout: float = 30, what: str = "", every: float = 0.25
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    Tests wait for conditions with deadlines, never for fixed times.  A check may raise
+    ``httpx.HTTPError`` or ``AssertionError`` to say "not yet" (the last one is reported).
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+        except (httpx.HTTPError, AssertionError) as exc:
+            result, last = None, exc
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -51,6 +76,15 @@ class AppProcess:
                 last = repr(exc)
             time.sleep(0.2)
         raise TimeoutError(f"{self.name}{path} not {status} after {timeout}s: {last}\n{self.log()}")
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s:\n{self.log()}"
+            ) from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from kraftwerk_apps.common.server import uvicorn_options
 from kraftwerk_apps.common.settings import split_csv
 from kraftwerk_apps.consumer.settings import ConsumerSettings
 from kraftwerk_apps.producer.settings import ProducerSettings
@@ -61,3 +62,35 @@ def test_sasl_ssl_kwargs(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_split_csv() -> None:
     assert split_csv(" x ,y,") == ["x", "y"]
     assert split_csv(["x"]) == ["x"]
+
+
+def test_resilience_defaults() -> None:
+    c = ConsumerSettings()
+    assert c.max_poll_interval_ms == 300_000
+    assert c.poll_budget_seconds == 150.0
+    assert c.dedupe_window_seconds == 600
+    assert c.dedupe_max_keys == 100_000
+    assert c.dlq_truncate_bytes < 1_000_000
+    assert c.dlq_retry_count == 5
+    assert c.keepalive_timeout_seconds == 75
+    assert c.fatal_exit_delay_seconds == 1.0
+
+
+def test_keepalive_reaches_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAFTWERK_KEEPALIVE_TIMEOUT_SECONDS", "90")
+    options = uvicorn_options(ConsumerSettings())
+    assert options["timeout_keep_alive"] == 90
+    assert options["factory"] is True
+    assert uvicorn_options(ProducerSettings())["timeout_keep_alive"] == 90
+    monkeypatch.setenv("KRAFTWERK_KEEPALIVE_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ValueError, match="keepalive"):
+        ConsumerSettings()
+
+
+def test_poll_budget_fraction_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAFTWERK_MAX_POLL_INTERVAL_MS", "60000")
+    monkeypatch.setenv("KRAFTWERK_POLL_BUDGET_FRACTION", "0.25")
+    assert ConsumerSettings().poll_budget_seconds == 15.0
+    monkeypatch.setenv("KRAFTWERK_POLL_BUDGET_FRACTION", "1")
+    with pytest.raises(ValueError, match="poll_budget_fraction"):
+        ConsumerSettings()

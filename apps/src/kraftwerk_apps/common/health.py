@@ -1,4 +1,8 @@
-"""``/healthz`` (process alive) and ``/readyz`` (Kafka reachable) endpoints."""
+"""``/healthz`` (process alive) and ``/readyz`` (ready to serve) endpoints.
+
+What "ready" means is the service's readiness check; both services fail it with
+``fatal: <reason>`` once a background task died (see ``lifecycle.TaskSupervisor``).
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ def health_router(check: ReadinessCheck) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: Kafka is reachable",
+        summary="Readiness: Kafka is reachable and the service's background work is running",
         response_model=HealthStatus,
-        responses={503: {"model": HealthStatus, "description": "Kafka not reachable"}},
+        responses={503: {"model": HealthStatus, "description": "Not ready; `reason` says why"}},
     )
     async def readyz() -> JSONResponse:
         reason = await check()

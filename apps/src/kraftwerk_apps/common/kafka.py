@@ -1,4 +1,5 @@
-"""Small helpers around aiokafka clients: connect with back-off and a reachability probe."""
+"""Small helpers around aiokafka clients: connect with back-off, a reachability probe, the
+classification of errors into transient and permanent, and the codec check."""
 
 from __future__ import annotations
 
@@ -7,9 +8,40 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from aiokafka import codec as kafka_codec
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 log = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+"""Record header set by the producer from the HTTP ``Idempotency-Key`` (consumer dedupes)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: aiokafka's retriable errors, timeouts, lost connections.
+
+    aiokafka marks ``KafkaTimeoutError`` (e.g. delivery timed out) as not retriable, but a
+    timeout is transient by nature, so it is retried here (with a limit, by the callers).
+    """
+    if isinstance(exc, TimeoutError | KafkaTimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+def missing_codecs() -> list[str]:
+    """Compression codecs aiokafka cannot handle here (needs cramjam); gzip is built in.
+
+    One record in a codec the client cannot decompress stops every reader of its partition,
+    so the services refuse to start without them.
+    """
+    checks = {
+        "snappy": kafka_codec.has_snappy,
+        "lz4": kafka_codec.has_lz4,
+        "zstd": kafka_codec.has_zstd,
+        "gzip": kafka_codec.has_gzip,
+    }
+    return [name for name, available in checks.items() if not available()]
 
 
 class Startable(Protocol):

@@ -61,6 +61,18 @@ class KafkaClientSettings(BaseSettings):
     proxy_headers: bool = True
     forwarded_allow_ips: str = "127.0.0.1"
     graceful_shutdown_seconds: float = Field(default=5.0, ge=0)
+    keepalive_timeout_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="uvicorn's idle keep-alive timeout; keep it above NGINX's upstream "
+        "keepalive_timeout (60s) so that NGINX, not uvicorn, closes idle connections.",
+    )
+    fatal_exit_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a background task died: how long /readyz answers 503 with the "
+        "reason before the server shuts down and the process exits non-zero.",
+    )
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

@@ -9,23 +9,30 @@ Background tasks started in the lifespan:
 * ``ClusterView`` - the admin client (partitions, committed offsets, readiness).
 
 All of them connect with back-off, so the HTTP side is up (``/healthz``) even while Kafka
-is not (``/readyz`` answers 503 with a reason).
+is not (``/readyz`` answers 503 with a reason).  They run under a ``TaskSupervisor``
+(``common/lifecycle.py``): if one of them stops unexpectedly ``/readyz`` answers 503
+``fatal: <reason>`` and the process exits non-zero shortly after (systemd restarts it).
+
+Ready (``/readyz`` 200) means: no fatal failure, Kafka answers and the topic exists, the
+history reader is assigned to the topic's partitions, and the group member has *joined* the
+group (partitions assigned; not during a rebalance).
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from kraftwerk_apps import __version__
 from kraftwerk_apps.common.health import health_router
-from kraftwerk_apps.common.kafka import cancel_and_wait
+from kraftwerk_apps.common.kafka import missing_codecs
+from kraftwerk_apps.common.lifecycle import TaskSupervisor
 from kraftwerk_apps.common.metrics import instrument, metrics_router
 from kraftwerk_apps.consumer.cluster import ClusterView
 from kraftwerk_apps.consumer.dashboard import Dashboard
@@ -44,12 +51,14 @@ SSE_HEADERS = {
 }
 
 
-def _log_task_end(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "background task crashed",
-            extra={"task": task.get_name(), "error": repr(task.exception())},
-        )
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a record's text may hold lone surrogates (``\\ud800``),
+    which are valid JSON escapes but cannot be encoded as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=str
+        ).encode("ascii")
 
 
 def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
@@ -58,29 +67,34 @@ def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
     dlq = DlqWriter(settings)
     worker = GroupWorker(settings, dlq)
     dashboard = Dashboard(settings, cluster, worker, Broadcaster())
+    supervisor = TaskSupervisor(exit_delay=settings.fatal_exit_delay_seconds)
 
     async def readiness() -> str | None:
-        reason = await cluster.readiness()
+        reason = supervisor.readiness()
+        if reason is None:
+            reason = await cluster.readiness()
         if reason is None and not dashboard.history.ready:
             reason = "history reader not assigned to the topic yet"
+        if reason is None:
+            reason = worker.readiness()
         return reason
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        jobs = {
-            "cluster": cluster.run(),
-            "group-worker": worker.run(),
-            "history-reader": dashboard.history.run(),
-            "stats": dashboard.run_stats(),
-        }
-        tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
-        for task in tasks:
-            task.add_done_callback(_log_task_end)
+        missing = missing_codecs()
+        if missing:
+            raise RuntimeError(
+                f"aiokafka cannot decompress {', '.join(missing)} (install cramjam: "
+                "aiokafka[lz4,snappy,zstd]); refusing to start"
+            )
+        supervisor.start("cluster", cluster.run(), may_return=True)
+        supervisor.start("group-worker", worker.run())
+        supervisor.start("history-reader", dashboard.history.run())
+        supervisor.start("stats", dashboard.run_stats())
         try:
             yield
         finally:
-            for task in reversed(tasks):
-                await cancel_and_wait(task)
+            await supervisor.stop()
             await worker.stop()
             await dlq.stop()
             await dashboard.history.stop()
@@ -101,9 +115,13 @@ def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
         base = str(request.scope.get("root_path", ""))
         return HTMLResponse(render_page(dashboard.snapshot(), base))
 
-    @app.get("/messages", summary="Latest messages, partition offsets and lag (JSON)")
-    async def messages() -> dict[str, Any]:
-        return dashboard.snapshot()
+    @app.get(
+        "/messages",
+        summary="Latest messages, partition offsets and lag (JSON)",
+        response_class=SafeJSONResponse,
+    )
+    async def messages() -> SafeJSONResponse:
+        return SafeJSONResponse(dashboard.snapshot())
 
     @app.get(
         "/events",

@@ -77,6 +77,10 @@ class Dashboard:
             "offsets_updated": self._updated,
             "processed_here": self._worker.processed,
             "dead_lettered_here": self._worker.dead_lettered,
+            "duplicates_dropped_here": {
+                "group": self._worker.duplicates,
+                "history": self.history.duplicates,
+            },
         }
 
     def snapshot_event(self) -> str:

@@ -16,6 +16,19 @@ instances behind NGINX would show different lists.  Therefore every instance als
 * partition metadata is re-read every ``KRAFTWERK_PARTITION_REFRESH_SECONDS`` so added
   partitions are picked up.
 
+The order is the records' timestamps: the deployment creates the topic with
+``message.timestamp.type=LogAppendTime``, so this is the broker's append time (a record's
+``timestamp_type`` says ``LogAppendTime``); on a topic with ``CreateTime`` it is the
+producer's clock, and the page shows "CreateTime" next to such a time.
+
+Records repeating an ``idempotency-key`` header within the window are shown once (see
+``dedupe.py``): of the copies, the one first in the page order is kept, so every instance
+keeps the same one.
+
+Every record is shown, whatever its bytes (``records.display_record``).  Transient errors of
+a poll are retried (with a limit); anything else stops the reader, which is fatal for the
+process (``/readyz`` 503, exit non-zero).
+
 The group consumer (``processing.py``) independently does the at-least-once processing.
 The reader also provides the partitions' end offsets used for the lag display.
 """
@@ -29,9 +42,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from kraftwerk_apps.common.kafka import start_with_retry, stop_quietly
-from kraftwerk_apps.consumer.records import display_record
+from kraftwerk_apps.common.kafka import is_transient, start_with_retry, stop_quietly
+from kraftwerk_apps.consumer.dedupe import DedupeWindow, Seen
+from kraftwerk_apps.consumer.metrics import DUPLICATES
+from kraftwerk_apps.consumer.records import display_record, idempotency_key
 from kraftwerk_apps.consumer.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +61,45 @@ log = logging.getLogger(__name__)
 
 def _order(item: dict[str, Any]) -> tuple[int, int, int]:
     return (item["timestamp"], item["partition"], item["offset"])
+
+
+def _seen(item: dict[str, Any]) -> Seen:
+    return Seen(item["timestamp"], item["partition"], item["offset"])
+
+
+def drop_repeats(
+    window: DedupeWindow,
+    current: list[dict[str, Any]],
+    new: list[tuple[bytes | None, dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Filter ``new`` (idempotency key, display item) pairs through ``window``.
+
+    Of two records with the same key within the window the one first in page order is kept;
+    when a new record precedes the kept one, the kept one leaves ``current``.  Returns
+    ``(current, new items to merge, number dropped)``.
+    """
+    kept: list[dict[str, Any]] = []
+    gone: set[tuple[int, int]] = set()
+    dropped = 0
+    for key, item in sorted(new, key=lambda pair: _order(pair[1])):
+        if key is None:
+            kept.append(item)
+            continue
+        seen = _seen(item)
+        earlier = window.earlier(key, seen)
+        if earlier is None:
+            window.remember(key, seen)
+            kept.append(item)
+            continue
+        dropped += 1
+        if seen < earlier:
+            window.remember(key, seen)
+            gone.add((earlier.partition, earlier.offset))
+            kept.append(item)
+    if gone:
+        current = [m for m in current if (m["partition"], m["offset"]) not in gone]
+        kept = [m for m in kept if (m["partition"], m["offset"]) not in gone]
+    return current, kept, dropped
 
 
 def merge_latest(
@@ -64,6 +125,8 @@ class HistoryReader:
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: set[int] = set()
         self._messages: list[dict[str, Any]] = []
+        self._dedupe = DedupeWindow(settings.dedupe_window_seconds, settings.dedupe_max_keys)
+        self.duplicates = 0
         self.ready = False
 
     def messages(self) -> list[dict[str, Any]]:
@@ -89,33 +152,73 @@ class HistoryReader:
         next_refresh = 0.0
         while True:
             if time.monotonic() >= next_refresh:
-                await self._refresh_partitions(consumer)
-                next_refresh = time.monotonic() + s.partition_refresh_seconds
+                ok = await self._refresh_partitions(consumer)
+                delay = s.partition_refresh_seconds if ok else min(s.partition_refresh_seconds, 2.0)
+                next_refresh = time.monotonic() + delay
             if not self._partitions:
                 await asyncio.sleep(1)
                 continue
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
-            new = [display_record(r) for records in batches.values() for r in records]
-            if new:
-                self._messages = merge_latest(self._messages, new, s.history_size)
-                self._on_change()
+            batches = await self._poll(consumer)
+            records = [r for recs in batches.values() for r in recs]
+            if records:
+                self.add(records)
 
-    async def _refresh_partitions(self, consumer: AIOKafkaConsumer) -> None:
+    def add(self, records: list[Any]) -> None:
+        """Show ``records`` (aiokafka ``ConsumerRecord`` s): dedupe, merge, notify."""
+        pairs = [(idempotency_key(r), display_record(r)) for r in records]
+        current, new, dropped = drop_repeats(self._dedupe, self._messages, pairs)
+        if dropped:
+            DUPLICATES.labels("history").inc(dropped)
+            self.duplicates += dropped
+        self._messages = merge_latest(current, new, self._settings.history_size)
+        self._on_change()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        s = self._settings
+
+        def _before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "history poll failed, retrying",
+                extra={"attempt": state.attempt_number, "error": repr(exc)},
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(s.retry_count + 1),
+            wait=wait_exponential(
+                multiplier=s.retry_backoff_seconds, max=s.retry_backoff_max_seconds
+            ),
+            before_sleep=_before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                    timeout_ms=500, max_records=500
+                )
+                return batches
+        return {}  # pragma: no cover - tenacity either returns or raises
+
+    async def _refresh_partitions(self, consumer: AIOKafkaConsumer) -> bool:
+        """Assign newly found partitions; False if that has to be tried again soon."""
         topic = self._settings.topic
         try:
             found = set(await self._list_partitions(topic))
-        except Exception as exc:  # noqa: BLE001 - retried at the next refresh
+            added = found - self._partitions
+            if not added:
+                return True
+            new_tps = [TopicPartition(topic, p) for p in sorted(added)]
+            # Everything that can fail first; assign() + seek() only then (they do not fail).
+            # assign() forgets the positions of partitions already assigned: keep them.
+            positions = {
+                p: await consumer.position(TopicPartition(topic, p)) for p in self._partitions
+            }
+            begin = await consumer.beginning_offsets(new_tps)
+            end = await consumer.end_offsets(new_tps)
+        except Exception as exc:  # noqa: BLE001 - e.g. topic missing or Kafka down: retried soon
             log.warning("cannot list partitions", extra={"topic": topic, "error": repr(exc)})
-            return
-        added = found - self._partitions
-        if not added:
-            return
-        # assign() forgets the positions of partitions that were already assigned: keep them.
-        positions = {p: await consumer.position(TopicPartition(topic, p)) for p in self._partitions}
+            return False
         consumer.assign([TopicPartition(topic, p) for p in sorted(found)])
-        new_tps = [TopicPartition(topic, p) for p in sorted(added)]
-        begin = await consumer.beginning_offsets(new_tps)
-        end = await consumer.end_offsets(new_tps)
         for tp in new_tps:
             consumer.seek(tp, max(begin[tp], end[tp] - self._settings.history_size))
         for p, position in positions.items():
@@ -123,6 +226,7 @@ class HistoryReader:
         self._partitions = found
         self.ready = True
         log.info("history reader assigned", extra={"topic": topic, "partitions": sorted(found)})
+        return True
 
     async def end_offsets(self) -> dict[int, int]:
         consumer = self._consumer
@@ -133,5 +237,6 @@ class HistoryReader:
         return {tp.partition: off for tp, off in offsets.items()}
 
     async def stop(self) -> None:
+        self.ready = False
         await stop_quietly(self._consumer)
         self._consumer = None

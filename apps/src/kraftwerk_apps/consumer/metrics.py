@@ -19,3 +19,20 @@ LAG = Gauge(
     ["partition"],
     multiprocess_mode="max",
 )
+DUPLICATES = Counter(
+    "kraftwerk_consumer_duplicates_dropped_total",
+    "Records dropped because their idempotency-key header repeated one seen within the window "
+    "(reader=group: not processed; reader=history: not shown on the page)",
+    ["reader"],
+)
+DLQ_TRUNCATED = Counter(
+    "kraftwerk_consumer_dlq_truncated_total",
+    "Records too large for the DLQ, written truncated (header dlq.truncated)",
+)
+DLQ_WRITE_RETRIES = Counter(
+    "kraftwerk_consumer_dlq_write_retries_total", "DLQ writes retried after a retriable error"
+)
+POLL_BUDGET_EXCEEDED = Counter(
+    "kraftwerk_consumer_poll_budget_exceeded_total",
+    "Polls whose processing hit the time budget (the rest was sought back and polled again)",
+)

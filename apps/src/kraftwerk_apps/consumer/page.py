@@ -27,6 +27,7 @@ _TEMPLATE = """<!doctype html>
   pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: .85rem; }
   .bad { color: #d33; }
   .here { color: var(--accent); font-weight: bold; }
+  .ttype { color: var(--muted); font-size: .8rem; }
 </style>
 </head>
 <body>
@@ -35,7 +36,8 @@ _TEMPLATE = """<!doctype html>
   &middot; <span id="status">connecting&hellip;</span>
   &middot; total lag <span id="lag">?</span></div>
 <table>
-  <thead><tr><th>time</th><th>partition</th><th>offset</th><th>key</th><th>value</th></tr></thead>
+  <thead><tr><th>time</th><th>partition</th><th>offset</th><th>key</th><th>headers</th>
+  <th>value</th></tr></thead>
   <tbody id="messages"></tbody>
 </table>
 <h2>Partitions (committed offsets of the group, end offsets, lag)</h2>
@@ -55,6 +57,10 @@ function cell(row, text, cls) {
   row.appendChild(td);
   return td;
 }
+function shown(text, encoding) {
+  if (text === null || text === undefined) return "null";
+  return encoding === "base64" ? "base64:" + text : text;
+}
 function render(snap) {
   document.getElementById("instance").textContent = snap.instance;
   document.getElementById("lag").textContent = snap.total_lag;
@@ -62,14 +68,34 @@ function render(snap) {
   body.replaceChildren();
   for (const m of snap.messages) {
     const tr = document.createElement("tr");
-    cell(tr, new Date(m.timestamp).toISOString());
+    const time = cell(tr, Number.isFinite(m.timestamp) && m.timestamp >= 0
+      ? new Date(m.timestamp).toISOString() : m.timestamp);
+    if (m.timestamp_type && m.timestamp_type !== "LogAppendTime") {
+      const tt = document.createElement("div");
+      tt.className = "ttype";
+      tt.textContent = m.timestamp_type;
+      time.appendChild(tt);
+    }
     cell(tr, m.partition, "num");
     cell(tr, m.offset, "num");
-    cell(tr, m.key);
+    cell(tr, m.key === null ? null : shown(m.key, m.key_encoding));
+    const hd = document.createElement("td");
+    const hpre = document.createElement("pre");
+    hpre.textContent = (m.headers || [])
+      .map((h) => h.name + ": " + shown(h.value, h.encoding)).join("\\n");
+    hd.appendChild(hpre); tr.appendChild(hd);
     const td = document.createElement("td");
     const pre = document.createElement("pre");
-    pre.textContent = m.valid_json ? JSON.stringify(m.value) : "(not JSON) " + m.raw;
-    if (!m.valid_json) pre.className = "bad";
+    if (m.valid_json) {
+      pre.textContent = JSON.stringify(m.value);
+    } else {
+      let text = "not JSON: " + m.reason;
+      if (m.raw !== null && m.raw !== undefined) {
+        text += "\\n" + shown(m.raw, m.raw_encoding) + (m.raw_truncated ? " [...]" : "");
+      }
+      pre.textContent = text;
+      pre.className = "bad";
+    }
     td.appendChild(pre); tr.appendChild(td);
     body.appendChild(tr);
   }

@@ -16,10 +16,58 @@ class ConsumerSettings(KafkaClientSettings):
     group_id: str = "test-group"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(default=100, ge=1)
+    max_poll_interval_ms: int = Field(
+        default=300_000,
+        ge=1_000,
+        description="Kafka's max.poll.interval.ms for the group member (also its rebalance "
+        "timeout, at least 10 s).",
+    )
+    poll_budget_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=0.9,
+        description="Share of max_poll_interval_ms that processing one poll may use; past it "
+        "the processed records are committed and the rest is polled again.",
+    )
     history_size: int = Field(default=10, ge=1, le=1000, description="Messages shown on /")
-    retry_count: int = Field(default=3, ge=0, description="Retries before a message goes to DLQ")
+
+    # --- processing and DLQ -------------------------------------------------------------
+    retry_count: int = Field(
+        default=3, ge=0, description="Retries of a transient processing error before the DLQ"
+    )
     retry_backoff_seconds: float = Field(default=0.5, ge=0)
     retry_backoff_max_seconds: float = Field(default=10.0, ge=0)
+    processing_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Limit of one processing attempt (a timeout is retried)"
+    )
+    dlq_retry_count: int = Field(
+        default=5, ge=0, description="Retries of a retriable DLQ write error before giving up"
+    )
+    dlq_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="No new DLQ write attempt after this long"
+    )
+    dlq_truncate_bytes: int = Field(
+        default=524_288,
+        ge=1_024,
+        description="A record too large for the DLQ is written with its value cut to this "
+        "many bytes (and the header dlq.truncated); below the broker's 1 MB message.max.bytes.",
+    )
+
+    # --- idempotency-key deduplication ----------------------------------------------------
+    dedupe_window_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Drop a record whose idempotency-key header repeats one seen at most this "
+        "long before (by record timestamp); 0 disables deduplication.",
+    )
+    dedupe_max_keys: int = Field(
+        default=100_000, ge=1, description="Keys remembered per reader (oldest forgotten first)"
+    )
+
     stats_interval_seconds: float = Field(default=2.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     partition_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def poll_budget_seconds(self) -> float:
+        return self.max_poll_interval_ms / 1000 * self.poll_budget_fraction

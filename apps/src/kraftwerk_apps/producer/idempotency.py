@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
+from kraftwerk_apps.common.kafka import IDEMPOTENCY_KEY_HEADER
 from kraftwerk_apps.producer.gateway import Delivery
 
-KAFKA_HEADER = "idempotency-key"
+# The record header the consumer deduplicates on (one name for both apps).
+KAFKA_HEADER = IDEMPOTENCY_KEY_HEADER
 MAX_KEY_LENGTH = 200
 KEY_PATTERN = r"^[\x20-\x7e]{1,200}$"
 _KEY_RE = re.compile(KEY_PATTERN)
