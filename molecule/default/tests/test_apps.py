@@ -251,7 +251,7 @@ def test_malformed_body_is_422(tls: ssl.SSLContext, api_key: str, payload: bytes
 @pytest.mark.parametrize("size", [1_000_001, 2 * 1024 * 1024])
 def test_body_over_the_limit_is_one_json_413(tls: ssl.SSLContext, api_key: str, size: int) -> None:
     """Just over the limit and far over it: the same JSON error, whoever answers (NGINX or the app)."""
-    big = b'{"x": "' + b"a" * (size - 10) + b'"}'
+    big = b'{"x": "' + b"a" * (size - 9) + b'"}'
     status, headers, body = request(tls, "/api/send", method="POST", body=big,
                                     headers={"X-API-Key": api_key, "Content-Type": "application/json"})
     assert status == 413
@@ -261,7 +261,7 @@ def test_body_over_the_limit_is_one_json_413(tls: ssl.SSLContext, api_key: str, 
 
 def test_a_body_at_the_limit_is_not_refused_for_its_size(tls: ssl.SSLContext, api_key: str) -> None:
     """kraftwerk_max_body_bytes (1,000,000) fits in one Kafka record under the broker's message.max.bytes."""
-    body = b'{"x": "' + b"a" * (1_000_000 - 10) + b'"}'
+    body = b'{"x": "' + b"a" * (1_000_000 - 9) + b'"}'
     assert len(body) == 1_000_000
     status, _, answer = request(tls, "/api/send", method="POST", body=body,
                                 headers={"X-API-Key": api_key, "Content-Type": "application/json"})
