@@ -10,20 +10,32 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import jinja2
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The ansible-playbook of the venv running the tests (.venv/bin/pytest works without activating it), else PATH's.
+_VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
 
-def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | None = None) -> Path:
+def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | None = None,
+                    apps: bool = False) -> Path:
+    """Kafka hosts (and dedicated controllers); with apps, also app1 (producer and consumer) and edge1 (nginx)."""
+    others = ["app1", "edge1"] if apps else []
     hosts = {h: {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh",
                  "kafka_advertised_host": f"{h}.kraftwerk.invalid"}
-             for h in kafka + (controllers or [])}
+             for h in kafka + (controllers or []) + others}
     children: dict[str, object] = {"kafka": {"hosts": {h: {} for h in kafka}}}
     if controllers:
         children["kafka_controller"] = {"hosts": {h: {} for h in controllers}}
+    if apps:
+        children["producer"] = {"hosts": {"app1": {}}}
+        children["consumer"] = {"hosts": {"app1": {}}}
+        children["nginx"] = {"hosts": {"edge1": {}}}
     inv = {"all": {"hosts": hosts, "children": children,
                    "vars": {"ansible_ssh_common_args": "-o ConnectTimeout=1"}}}
     path = tmp_path / "hosts.yml"
@@ -35,7 +47,7 @@ def run_site(inventory: Path, extra: dict[str, object]) -> subprocess.CompletedP
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(ROOT / "site.yml"), "-e", json.dumps(extra)],
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), "-e", json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -64,24 +76,167 @@ CASES = [
      {"kafka_topics_list": [{"name": "t", "partitions": 0, "replication_factor": 3}]}, "partitions"),
     ("topic replication above brokers", THREE, None,
      {"kafka_topics_list": [{"name": "t", "partitions": 3, "replication_factor": 5}]}, "replication"),
+    # Values rendered into the systemd unit: a line break would add a line such as ExecStartPre=+... (run as root).
+    ("newline in kafka_heap_opts", THREE, None, {"kafka_heap_opts": "-Xmx1g\nExecStartPre=+/bin/sh -c id"},
+     "kafka_heap_opts must be one line"),
+    ("carriage return in kafka_jvm_performance_opts", THREE, None,
+     {"kafka_jvm_performance_opts": "-server\rExecStartPre=+/bin/true"}, "kafka_jvm_performance_opts must be one line"),
+    ("newline in kafka_jvm_extra_opts", THREE, None, {"kafka_jvm_extra_opts": "-Dx=1\nExecStartPre=+/bin/true"},
+     "kafka_jvm_extra_opts must be one line"),
+    ("shell syntax in kafka_jvm_extra_opts", THREE, None, {"kafka_jvm_extra_opts": "-Dx=$(id)"},
+     "kafka_jvm_extra_opts may not contain"),
+    ("newline in kafka_cli_heap_opts", THREE, None, {"kafka_cli_heap_opts": "-Xmx256m\nid"},
+     "kafka_cli_heap_opts must be one line"),
+    ("newline in kafka_java_bin", THREE, None, {"kafka_java_bin": "/usr/bin/java\nExecStartPre=+/bin/true"},
+     "kafka_java_bin must be an absolute path"),
+    ("relative kafka_config_dir", THREE, None, {"kafka_config_dir": "etc/kafka"},
+     "kafka_config_dir must be an absolute path"),
+    ("newline in kafka_user", THREE, None, {"kafka_user": "kafka\nExecStartPre=+/bin/true"},
+     "kafka_user must be a system account name"),
+    ("space in a log dir", THREE, None, {"kafka_log_dirs": ["/var/lib/kafka data"]},
+     'kafka_log_dirs: "/var/lib/kafka data" must be an absolute path'),
+    ("newline in kafka_limit_nofile", THREE, None, {"kafka_limit_nofile": "100000\nExecStartPre=+/bin/true"},
+     "kafka_limit_nofile"),
+    ("newline in kafka_compression_type", THREE, None, {"kafka_compression_type": "lz4\nnode.id=9"},
+     "kafka_compression_type must be one of"),
+    ("newline in kafka_cluster_name", THREE, None, {"kafka_cluster_name": "prod\nnode.id=9"},
+     "kafka_cluster_name may only hold"),
+    ("trailing newline in kafka_advertised_host", THREE, None, {"kafka_advertised_host": "k1.kraftwerk.invalid\n"},
+     "Bad listener"),
+    # kafka_extra_properties: keys are compared normalised and must be plain; values stay on one line.
+    ("owned key with a trailing space", THREE, None, {"kafka_extra_properties": {"log.dirs ": "/tmp/x"}},
+     "kafka_extra_properties may not set log.dirs"),
+    ("owned key in another case", THREE, None, {"kafka_extra_properties": {"Node.Id": 7}},
+     "kafka_extra_properties may not set node.id"),
+    ("key with a separator", THREE, None, {"kafka_extra_properties": {"log.dirs=/tmp/x#": "1"}},
+     'kafka_extra_properties key "log.dirs=/tmp/x#" is not a plain property name'),
+    ("key with a newline", THREE, None, {"kafka_extra_properties": {"x\nlog.dirs": "/tmp/x"}},
+     "is not a plain property name"),
+    ("key starting a comment", THREE, None, {"kafka_extra_properties": {"!x": "1"}},
+     'kafka_extra_properties key "!x" is not a plain property name'),
+    ("value with a newline", THREE, None, {"kafka_extra_properties": {"message.max.bytes": "2097152\nnode.id=7"}},
+     'kafka_extra_properties["message.max.bytes"] must be one line'),
+    ("value with a carriage return", THREE, None, {"kafka_extra_properties": {"message.max.bytes": "1\rnode.id=7"}},
+     'kafka_extra_properties["message.max.bytes"] must be one line'),
+    ("value continued on the next line", THREE, None, {"kafka_extra_properties": {"message.max.bytes": "1\\"}},
+     'kafka_extra_properties["message.max.bytes"] may not end with a backslash'),
+    # kafka_cluster_id: what kafka-storage random-uuid prints, or empty.
+    ("cluster id too short", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcw"},
+     'kafka_cluster_id "MkU3OEVBNTcw" must be a Kafka cluster id'),
+    ("cluster id with bad characters", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2Q!"},
+     'kafka_cluster_id "MkU3OEVBNTcwNTJENDM2Q!" must be a Kafka cluster id'),
+    ("cluster id in standard base64", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM+Qg"},
+     "must be a Kafka cluster id"),
+    ("cluster id too long", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2QgAA"},
+     "must be a Kafka cluster id"),
+    ("cluster id not 16 bytes", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2Qh"},
+     "must be a Kafka cluster id"),
+    ("cluster id with a trailing newline", THREE, None, {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2Qg\n"},
+     "must be a Kafka cluster id"),
+    ("cluster id read as an option", THREE, None, {"kafka_cluster_id": "-kU3OEVBNTcwNTJENDM2Qg"},
+     "must be a Kafka cluster id"),
 ]
+
+# The apps and the edge are validated before any host is touched too (playbooks/validate.yml).
+APP_CASES = [
+    ("newline in an nginx server name", {"nginx_server_names": ["edge.example.com\nlocation /x { return 200; }"]},
+     "is not a server name"),
+    ("semicolon in an nginx server name", {"nginx_server_names": ["edge.example.com;"]},
+     'nginx_server_names: "edge.example.com;" is not a server name'),
+    ("brace in an nginx server name", {"nginx_server_names": ["edge{"]},
+     'nginx_server_names: "edge{" is not a server name'),
+    ("newline in a rate", {"kraftwerk_edge_api_rate": "200r/s;\nlimit_req_zone x"},
+     "nginx_rate_limits.kraftwerk_api needs a rate"),
+    ("quote in the CSP", {"nginx_content_security_policy": "default-src 'self'\" always; add_header X 1; #"},
+     "nginx_content_security_policy may not contain"),
+    ("brace in a location path", {"nginx_locations": [{"path": "/x { }", "status": 204}]},
+     "the path must start with"),
+    ("semicolon in a metrics allow", {"kraftwerk_edge_metrics_allow": ["10.0.0.0/8; allow all"]},
+     "must be an IP address or CIDR"),
+    ("newline in pyapp_unit_extra", {"pyapp_unit_extra": ["ReadWritePaths=/x\nExecStartPre=+/bin/sh"]},
+     "must be one Name=value line"),
+    ("section header in pyapp_unit_extra", {"pyapp_unit_extra": ["[Install]"]},
+     'pyapp_unit_extra: "[Install]" must be one Name=value line'),
+    ("newline in pyapp_entrypoint_args", {"pyapp_entrypoint_args": ["--x\nExecStartPre=+/bin/sh"]},
+     "must be one word"),
+    ("space in pyapp_entrypoint_args", {"pyapp_entrypoint_args": ["--log-level info"]},
+     'pyapp_entrypoint_args: "--log-level info" must be one word'),
+    ("newline in pyapp_description", {"pyapp_description": "x\nExecStartPre=+/bin/sh"},
+     "pyapp_description must be one line"),
+    ("trailing newline in pyapp_name", {"pyapp_name": "kraftwerk-producer\n"}, "pyapp needs pyapp_name"),
+    ("newline in pyapp_limit_nofile", {"pyapp_limit_nofile": "1\nExecStartPre=+/bin/sh"},
+     "pyapp_limit_nofile must be a whole number"),
+]
+
+
+def assert_refused_before_any_host(res: subprocess.CompletedProcess[str], message: str) -> None:
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    # Messages are wrapped in the task output: compare with whitespace folded.
+    assert message in " ".join(out.split()), out
+    assert "UNREACHABLE" not in out, "validation let the play reach the hosts:\n" + out
+    assert "Gathering Facts" not in out, out
+
+
+def assert_reaches_the_hosts(res: subprocess.CompletedProcess[str]) -> None:
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "UNREACHABLE" in out, out
 
 
 @pytest.mark.parametrize(("kafka", "controllers", "extra", "message"),
                          [pytest.param(*c[1:], id=c[0]) for c in CASES])
 def test_bad_input_fails_before_any_host(tmp_path: Path, kafka: list[str], controllers: list[str] | None,
                                          extra: dict[str, object], message: str) -> None:
-    res = run_site(write_inventory(tmp_path, kafka, controllers), extra)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0, out
-    assert message in out, out
-    assert "UNREACHABLE" not in out, "validation let the play reach the hosts:\n" + out
-    assert "Gathering Facts" not in out, out
+    assert_refused_before_any_host(run_site(write_inventory(tmp_path, kafka, controllers), extra), message)
+
+
+@pytest.mark.parametrize(("extra", "message"), [pytest.param(*c[1:], id=c[0]) for c in APP_CASES])
+def test_bad_app_or_edge_input_fails_before_any_host(tmp_path: Path, extra: dict[str, object], message: str) -> None:
+    assert_refused_before_any_host(run_site(write_inventory(tmp_path, THREE, apps=True), extra), message)
+
+
+def test_malformed_kept_cluster_id_fails_before_any_host(tmp_path: Path) -> None:
+    """The id kept on the controller is checked like kafka_cluster_id, not first by kafka-storage on a host."""
+    inventory = write_inventory(tmp_path, THREE)
+    (tmp_path / "cluster-id").mkdir()
+    (tmp_path / "cluster-id" / "kraftwerk").write_text("not-a-cluster-id\n")
+    assert_refused_before_any_host(run_site(inventory, {}), '(kafka_cluster_id_file) holds "not-a-cluster-id"')
 
 
 def test_good_input_reaches_the_hosts(tmp_path: Path) -> None:
     """The control case: with valid variables the play gets past validation and tries to connect."""
-    res = run_site(write_inventory(tmp_path, THREE), {})
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert "UNREACHABLE" in out, out
+    assert_reaches_the_hosts(run_site(write_inventory(tmp_path, THREE), {}))
+
+
+def test_good_input_with_apps_and_edge_reaches_the_hosts(tmp_path: Path) -> None:
+    """The apps' and the edge's validation passes its own defaults (and a valid cluster id, JVM "%" options)."""
+    extra = {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2Qg",
+             "kafka_jvm_extra_opts": "-XX:ErrorFile=/var/log/kafka/hs_err_%p.log",
+             "kafka_extra_properties": {"message.max.bytes": 2097152, "log.cleaner.enable": True}}
+    assert_reaches_the_hosts(run_site(write_inventory(tmp_path, THREE, apps=True), extra))
+
+
+def test_valid_kept_cluster_id_reaches_the_hosts(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, THREE)
+    (tmp_path / "cluster-id").mkdir()
+    (tmp_path / "cluster-id" / "kraftwerk").write_text("MkU3OEVBNTcwNTJENDM2Qg\n")
+    assert_reaches_the_hosts(run_site(inventory, {}))
+
+
+def test_env_file_values_stay_on_their_line() -> None:
+    """pyapp_env values need no validation: app.env.j2 quotes and escapes them (systemd EnvironmentFile syntax)."""
+    template = (ROOT / "roles/pyapp/templates/app.env.j2").read_text()
+    env = jinja2.Environment(trim_blocks=True, keep_trailing_newline=True)
+    values = {"A": 'x\nExecStartPre=+/bin/sh', "B": 'x\r\nC=1', "D": 'say "hi" \\', "E": "$HOME `id`"}
+    out = env.from_string(template).render(ansible_managed="managed", _pyapp_env_file_vars=values)
+    lines = out.split("\n")
+    assert lines[-1] == ""
+    body = lines[1:-1]
+    assert [line.split("=", 1)[0] for line in body] == sorted(values)
+    for line in body:
+        value = line.split("=", 1)[1]
+        # One double-quoted value per line; every " and \ inside it is escaped.
+        assert value.startswith('"') and value.endswith('"'), line
+        inner = value[1:-1].replace("\\\\", "").replace('\\"', "")
+        assert '"' not in inner and "\n" not in inner, line
