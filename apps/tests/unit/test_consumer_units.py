@@ -22,7 +22,7 @@ from aiokafka.errors import (
 )
 
 from kraftwerk_apps.common import lifecycle
-from kraftwerk_apps.common.kafka import is_transient, missing_codecs
+from kraftwerk_apps.common.kafka import is_transient, missing_codecs, poll_with_retry
 from kraftwerk_apps.common.lifecycle import TaskSupervisor
 from kraftwerk_apps.consumer import processing
 from kraftwerk_apps.consumer.app import SafeJSONResponse
@@ -651,3 +651,41 @@ def test_page_script_is_valid_javascript(tmp_path: Path) -> None:
         [node, "--check", str(path)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stderr
+
+
+class _FlakyPoller:
+    """getmany() raises the given errors in turn, then returns one batch."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+        self.calls = 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"tp": [timeout_ms, max_records]}
+
+
+async def test_poll_retries_transient_errors_then_returns() -> None:
+    poller = _FlakyPoller([TimeoutError(), ConnectionError()])
+    got = await poll_with_retry(
+        poller, "t", timeout_ms=5, max_records=7, retries=2, backoff=0, backoff_max=0
+    )
+    assert got == {"tp": [5, 7]}
+    assert poller.calls == 3
+
+
+async def test_poll_gives_up_after_the_retries_and_never_retries_a_permanent_error() -> None:
+    poller = _FlakyPoller([TimeoutError(), TimeoutError(), TimeoutError()])
+    with pytest.raises(TimeoutError):
+        await poll_with_retry(
+            poller, "t", timeout_ms=5, max_records=7, retries=2, backoff=0, backoff_max=0
+        )
+    assert poller.calls == 3
+    poller = _FlakyPoller([ValueError("bug")])
+    with pytest.raises(ValueError, match="bug"):
+        await poll_with_retry(
+            poller, "t", timeout_ms=5, max_records=7, retries=2, backoff=0, backoff_max=0
+        )
+    assert poller.calls == 1

@@ -10,7 +10,14 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import codec as kafka_codec
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +134,39 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
 async def stop_quietly(client: Startable | None) -> None:
     if client is not None:
         await _quiet_stop(client)
+
+
+async def poll_with_retry(
+    consumer: Any,
+    name: str,
+    *,
+    timeout_ms: int,
+    max_records: int,
+    retries: int,
+    backoff: float,
+    backoff_max: float,
+) -> dict[Any, list[Any]]:
+    """``consumer.getmany`` that retries transient errors (``is_transient``) with back-off.
+
+    Anything else, or a transient error ``retries`` times in a row, is raised: the caller's
+    background task dies, which is fatal (the process exits and systemd restarts it).
+    """
+
+    def _before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "poll failed, retrying",
+            extra={"client": name, "attempt": state.attempt_number, "error": repr(exc)},
+        )
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(retries + 1),
+        wait=wait_exponential(multiplier=backoff, max=backoff_max),
+        before_sleep=_before_sleep,
+        reraise=True,
+    )
+    batches: dict[Any, list[Any]] = await retrying(
+        consumer.getmany, timeout_ms=timeout_ms, max_records=max_records
+    )
+    return batches

@@ -42,15 +42,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
-from kraftwerk_apps.common.kafka import is_transient, start_with_retry, stop_quietly
+from kraftwerk_apps.common.kafka import poll_with_retry, start_with_retry, stop_quietly
 from kraftwerk_apps.consumer.dedupe import DedupeWindow, Seen
 from kraftwerk_apps.consumer.metrics import DUPLICATES
 from kraftwerk_apps.consumer.records import display_record, idempotency_key
@@ -175,29 +168,15 @@ class HistoryReader:
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
         s = self._settings
-
-        def _before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "history poll failed, retrying",
-                extra={"attempt": state.attempt_number, "error": repr(exc)},
-            )
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(s.retry_count + 1),
-            wait=wait_exponential(
-                multiplier=s.retry_backoff_seconds, max=s.retry_backoff_max_seconds
-            ),
-            before_sleep=_before_sleep,
-            reraise=True,
-        ):
-            with attempt:
-                batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                    timeout_ms=500, max_records=500
-                )
-                return batches
-        return {}  # pragma: no cover - tenacity either returns or raises
+        return await poll_with_retry(
+            consumer,
+            "history-reader",
+            timeout_ms=500,
+            max_records=500,
+            retries=s.retry_count,
+            backoff=s.retry_backoff_seconds,
+            backoff_max=s.retry_backoff_max_seconds,
+        )
 
     async def _refresh_partitions(self, consumer: AIOKafkaConsumer) -> bool:
         """Assign newly found partitions; False if that has to be tried again soon."""

@@ -45,7 +45,12 @@ from tenacity import (
     wait_exponential,
 )
 
-from kraftwerk_apps.common.kafka import is_transient, start_with_retry, stop_quietly
+from kraftwerk_apps.common.kafka import (
+    is_transient,
+    poll_with_retry,
+    start_with_retry,
+    stop_quietly,
+)
 from kraftwerk_apps.consumer.dedupe import DedupeWindow, Seen
 from kraftwerk_apps.consumer.dlq import DlqWriter
 from kraftwerk_apps.consumer.metrics import (
@@ -202,29 +207,15 @@ class GroupWorker:
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
         s = self._settings
-
-        def _before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "poll failed, retrying",
-                extra={"attempt": state.attempt_number, "error": repr(exc)},
-            )
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(s.retry_count + 1),
-            wait=wait_exponential(
-                multiplier=s.retry_backoff_seconds, max=s.retry_backoff_max_seconds
-            ),
-            before_sleep=_before_sleep,
-            reraise=True,
-        ):
-            with attempt:
-                batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                    timeout_ms=1000, max_records=s.max_poll_records
-                )
-                return batches
-        return {}  # pragma: no cover - tenacity either returns or raises
+        return await poll_with_retry(
+            consumer,
+            "group-consumer",
+            timeout_ms=1000,
+            max_records=s.max_poll_records,
+            retries=s.retry_count,
+            backoff=s.retry_backoff_seconds,
+            backoff_max=s.retry_backoff_max_seconds,
+        )
 
     async def _handle_poll(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
