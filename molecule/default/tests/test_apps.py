@@ -345,6 +345,27 @@ def test_producer_docs_under_the_prefix(tls: ssl.SSLContext) -> None:
         assert code in doc["paths"]["/send"]["post"]["responses"], code
 
 
+def test_nginx_stops_sending_to_a_producer_instance_that_is_down(tls: ssl.SSLContext, api_key: str) -> None:
+    """One producer instance stopped: every send still succeeds (NGINX skips it), and it comes back ready."""
+    name, addr, port = _instances("producer")[0]
+    h = _testinfra(name)
+    unit = f"{APPS['producer']['unit']}@{port}"
+    h.run_expect([0], f"systemctl stop {unit}")
+    try:
+        statuses = [send(tls, api_key, json.dumps({"failover": i}).encode())[0] for i in range(30)]
+        assert statuses == [200] * 30, statuses
+        keyed = [request(tls, "/api/send", method="POST", body=b'{"failover": "keyed"}',
+                         headers={"X-API-Key": api_key, "Content-Type": "application/json",
+                                  "Idempotency-Key": uuid.uuid4().hex})[0] for _ in range(10)]
+        assert keyed == [200] * 10, keyed  # hashed requests whose instance is down go to another one
+    finally:
+        h.run_expect([0], f"systemctl start {unit}")
+    deadline = time.monotonic() + 60
+    while h.run(f"python3 -c \"import urllib.request; urllib.request.urlopen('http://{addr}:{port}/readyz')\"").rc:
+        assert time.monotonic() < deadline, f"{unit} not ready again"
+        time.sleep(1)
+
+
 def test_rate_limit_answers_429(tls: ssl.SSLContext) -> None:
     """Last: a burst above the page zone's rate+burst is cut with 429 (then we let the bucket refill)."""
     codes = [request(tls, "/healthz")[0] for _ in range(150)]
