@@ -756,3 +756,25 @@ def test_openapi_valid_and_refs_resolve(client: TestClient) -> None:
         assert {"Idempotency-Key", "x-api-key"} <= names
     message = _resolve(doc, "#/components/schemas/BatchMessage")
     assert "idempotency_key" in message["properties"]
+
+
+def test_a_dead_connect_task_makes_readyz_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer's background connect task runs under the supervisor: its death is fatal."""
+    from kraftwerk_apps.common import lifecycle  # noqa: PLC0415
+    from kraftwerk_apps.producer import gateway  # noqa: PLC0415
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("connect logic bug")
+
+    monkeypatch.setattr(gateway, "start_with_retry", broken)
+    lifecycle.reset()
+    settings = ProducerSettings(api_keys="good-key", fatal_exit_delay_seconds=60)
+    try:
+        with TestClient(create_app(settings)) as c:
+            deadline = time.monotonic() + 10
+            while (resp := c.get("/readyz")).status_code != 503 or "fatal" not in resp.text:
+                assert time.monotonic() < deadline, resp.text
+                time.sleep(0.05)
+            assert "connect logic bug" in resp.json()["reason"]
+    finally:
+        lifecycle.reset()

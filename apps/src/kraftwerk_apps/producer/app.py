@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from kraftwerk_apps import __version__
 from kraftwerk_apps.common.health import health_router
+from kraftwerk_apps.common.lifecycle import TaskSupervisor
 from kraftwerk_apps.common.metrics import instrument, metrics_router
 from kraftwerk_apps.producer.deps import ProducerContext
 from kraftwerk_apps.producer.errors import install_error_handlers
@@ -40,9 +41,13 @@ def create_app(
     settings: ProducerSettings | None = None, sender: MessageSender | None = None
 ) -> FastAPI:
     settings = settings or ProducerSettings()
-    kafka: MessageSender = sender or KafkaSender(settings)
+    supervisor = TaskSupervisor(exit_delay=settings.fatal_exit_delay_seconds)
+    kafka: MessageSender = sender or KafkaSender(settings, supervisor)
     if not settings.api_keys:
         log.warning("KRAFTWERK_API_KEYS is empty: every /send request will be rejected (403)")
+
+    async def readiness() -> str | None:
+        return supervisor.readiness() or await kafka.readiness()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +55,7 @@ def create_app(
         try:
             yield
         finally:
+            await supervisor.stop()
             await kafka.stop()
 
     app = ProducerAPI(
@@ -63,7 +69,7 @@ def create_app(
     )
     install_error_handlers(app)
     instrument(app, "producer")
-    app.include_router(health_router(kafka.readiness))
+    app.include_router(health_router(readiness))
     app.include_router(metrics_router())
     app.include_router(messages_router)
     return app

@@ -36,6 +36,7 @@ from kraftwerk_apps.common.kafka import (
     start_with_retry,
     stop_quietly,
 )
+from kraftwerk_apps.common.lifecycle import TaskSupervisor
 from kraftwerk_apps.producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,14 @@ def check_codec(compression_type: str | None) -> None:
 
 
 class KafkaSender:
-    def __init__(self, settings: ProducerSettings) -> None:
+    def __init__(
+        self, settings: ProducerSettings, supervisor: TaskSupervisor | None = None
+    ) -> None:
         check_codec(settings.compression_type)
         self._settings = settings
+        # The connect task runs under the app's supervisor: if it dies, /readyz fails and the
+        # process exits (non-zero) so that systemd restarts it.
+        self._supervisor = supervisor
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._submissions: set[asyncio.Task[None]] = set()
@@ -202,7 +208,12 @@ class KafkaSender:
         )
 
     async def start(self) -> None:
-        self._connect_task = asyncio.create_task(self._connect(), name="producer-connect")
+        if self._supervisor is not None:
+            self._connect_task = self._supervisor.start(
+                "producer-connect", self._connect(), may_return=True
+            )
+        else:
+            self._connect_task = asyncio.create_task(self._connect(), name="producer-connect")
 
     async def _connect(self) -> None:
         s = self._settings
