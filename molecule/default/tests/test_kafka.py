@@ -139,7 +139,7 @@ def test_converge_after_data_exists_changes_nothing(kafka1: Any, bootstrap: str)
 def test_a_foreign_cluster_id_stops_the_play_and_loses_nothing(kafka1: Any, bootstrap: str) -> None:
     """A host formatted for another cluster (here: the controller claims another id) fails closed."""
     before = {name: data_fingerprint(name) for name in KAFKA}
-    res = converge("-e", "kafka_cluster_id=AAAAAAAAAAAAAAAAAAAAAA")
+    res = converge("-e", "kafka_cluster_id=MkU3OEVBNTcwNTJENDM2Qg")
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "Refusing to go on: nothing was reformatted" in out, out[-3000:]
