@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -112,3 +113,18 @@ def start_app(kind: str, env: dict[str, str], log_dir: Path) -> AppProcess:
         stderr=subprocess.STDOUT,
     )
     return AppProcess(kind, port, process, log_path, env)
+
+
+@contextmanager
+def running_apps(
+    kind: str, env: dict[str, str], log_dir: Path, count: int
+) -> Iterator[list[AppProcess]]:
+    """``count`` instances of ``kraftwerk-<kind>``, each ready (``/readyz`` 200), then stopped."""
+    apps = [start_app(kind, env, log_dir) for _ in range(count)]
+    try:
+        for app in apps:
+            app.wait_http("/readyz", 200)
+        yield apps
+    finally:
+        for app in apps:
+            app.stop()

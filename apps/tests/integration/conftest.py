@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import AppProcess, free_port, start_app
+from tests.procs import AppProcess, free_port, running_apps, start_app
 
 API_KEY = "integration-key"
 
@@ -58,14 +58,8 @@ def consumers(
         "KRAFTWERK_SSE_KEEPALIVE_SECONDS": "1",
         "KRAFTWERK_HISTORY_SIZE": "10",
     }
-    apps = [start_app("consumer", env, logs) for _ in range(2)]
-    try:
-        for app in apps:
-            app.wait_http("/readyz", 200)
+    with running_apps("consumer", env, logs, 2) as apps:
         yield apps
-    finally:
-        for app in apps:
-            app.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kraftwerk_apps.common.lifecycle import EXIT_FATAL
 from tests.conftest import _create_topics
 from tests.kafka_server import KafkaStartError, _java, ensure_libs
-from tests.procs import AppProcess, eventually, start_app
+from tests.procs import AppProcess, eventually, running_apps, start_app
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 PARTITIONS = 3
@@ -209,14 +209,8 @@ def rconsumers(
         KRAFTWERK_POLL_BUDGET_FRACTION="0.025",
         KRAFTWERK_DLQ_TRUNCATE_BYTES=str(TRUNCATE_BYTES),
     )
-    apps = [start_app("consumer", env, logs) for _ in range(2)]
-    try:
-        for app in apps:
-            app.wait_http("/readyz", 200)
+    with running_apps("consumer", env, logs, 2) as apps:
         yield apps
-    finally:
-        for app in apps:
-            app.stop()
 
 
 # --- every codec -----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from kraftwerk_apps.common.kafka import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 EXIT_FATAL = 70
@@ -170,12 +172,4 @@ class TaskSupervisor:
         """Cancel all tasks (newest first) and wait for them; their ends are not fatal."""
         self._stopping = True
         for task in reversed(list(self._tasks.values())):
-            if task.done():
-                continue
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - shutting down anyway
-                log.debug("background task ended with error", extra={"error": repr(exc)})
+            await cancel_and_wait(task)
