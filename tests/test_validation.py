@@ -22,6 +22,23 @@ _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
 
+# What a real inventory takes from its vault (made-up values: these hosts are never reached).
+SECRETS = {"kafka_admin_password": "admin-password-0123", "kafka_broker_password": "broker-password-0123",
+           "kraftwerk_producer_kafka_password": "producer-password-0123",
+           "kraftwerk_consumer_kafka_password": "consumer-password-0123",
+           "kraftwerk_api_keys": ["api-key-0123456789abcdef"]}
+SECURE_LISTENERS = [
+    {"name": "CLIENT", "port": 9095, "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "client": True},
+    {"name": "INTERNAL", "port": 9094, "protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "inter_broker": True},
+    {"name": "CONTROLLER_SSL", "port": 9096, "protocol": "SSL", "controller": True},
+]
+
+
+def listeners(**changes: dict[str, object]) -> list[dict[str, object]]:
+    """The default listeners with some fields changed, by listener name."""
+    return [dict(item, **changes.get(str(item["name"]), {})) for item in SECURE_LISTENERS]
+
+
 def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | None = None,
                     apps: bool = False) -> Path:
     """Kafka hosts (and dedicated controllers); with apps, also app1 (producer and consumer) and edge1 (nginx)."""
@@ -37,7 +54,7 @@ def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | N
         children["consumer"] = {"hosts": {"app1": {}}}
         children["nginx"] = {"hosts": {"edge1": {}}}
     inv = {"all": {"hosts": hosts, "children": children,
-                   "vars": {"ansible_ssh_common_args": "-o ConnectTimeout=1"}}}
+                   "vars": {"ansible_ssh_common_args": "-o ConnectTimeout=1", **SECRETS}}}
     path = tmp_path / "hosts.yml"
     path.write_text(json.dumps(inv))
     return path
@@ -65,8 +82,37 @@ CASES = [
      "kafka_install_method"),
     ("missing checksum", THREE, None, {"kafka_archive_sha256": ""},
      "kafka_archive_sha256 must be the 64-hex-digit sha256"),
-    ("bad listener port", THREE, None, {"kafka_broker_port": 70000}, "Bad listener"),
-    ("listener ports clash", THREE, None, {"kafka_controller_port": 9092}, "Bad listener"),
+    ("bad listener port", THREE, None, {"kafka_listeners": listeners(CLIENT={"port": 70000})},
+     "kafka_listeners[CLIENT].port must be a number in 1-65535"),
+    ("listener ports clash", THREE, None, {"kafka_listeners": listeners(CLIENT={"port": 9094})},
+     "kafka_listeners: ports must be distinct"),
+    ("unknown listener protocol", THREE, None, {"kafka_listeners": listeners(CLIENT={"protocol": "TLS"})},
+     "kafka_listeners[CLIENT].protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("SCRAM between controllers", THREE, None,
+     {"kafka_listeners": listeners(CONTROLLER_SSL={"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"})},
+     "the controller listener must be SSL (mutual TLS) or PLAINTEXT"),
+    ("two client listeners", THREE, None, {"kafka_listeners": listeners(INTERNAL={"client": True})},
+     "exactly one listener must have client: true"),
+    ("SASL without a mechanism", THREE, None, {"kafka_listeners": listeners(CLIENT={"sasl_mechanism": "PLAIN"})},
+     "kafka_listeners[CLIENT].sasl_mechanism must be SCRAM-SHA-512 or SCRAM-SHA-256"),
+    ("listener name with a newline", THREE, None, {"kafka_listeners": listeners(CLIENT={"name": "CLIENT\nX"})},
+     "must be letters, digits and"),
+    ("admin password missing", THREE, None, {"kafka_admin_password": ""},
+     "kafka_admin_password (password of SCRAM user admin) must be set"),
+    ("password with a comma", THREE, None, {"kafka_broker_password": "broker,password=x"},
+     "kafka_broker_password (password of SCRAM user kafka-broker) must be set"),
+    ("password with a quote", THREE, None, {"kafka_admin_password": 'admin-pass"word-1'},
+     "kafka_admin_password (password of SCRAM user admin) must be set"),
+    ("app password missing", THREE, None, {"kraftwerk_consumer_kafka_password": ""},
+     "kafka_scram_users[1].password (password of SCRAM user kraftwerk-consumer) must be set"),
+    ("certificate without its key", THREE, None, {"kafka_tls_certificate": "-----BEGIN CERTIFICATE-----"},
+     "kafka_tls_certificate and kafka_tls_private_key go together"),
+    ("owned TLS key in the escape hatch", THREE, None,
+     {"kafka_extra_properties": {"listener.name.client.ssl.client.auth": "none"}},
+     "kafka_extra_properties may not set listener.name.client.ssl.client.auth"),
+    ("authorizer off through the escape hatch", THREE, None,
+     {"kafka_extra_properties": {"allow.everyone.if.no.acl.found": "true"}},
+     "kafka_extra_properties may not set allow.everyone.if.no.acl.found"),
     ("advertised wildcard", THREE, None, {"kafka_advertised_host": "0.0.0.0"}, "Bad listener"),
     ("owned key in the escape hatch", THREE, None, {"kafka_extra_properties": {"node.id": 7}},
      "kafka_extra_properties may not set node.id"),

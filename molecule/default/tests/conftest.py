@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import testinfra
+import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,17 +19,26 @@ INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 INVENTORY_DIR = Path(INVENTORY).resolve().parent
 RUNNER = AnsibleRunner(INVENTORY)
 CA_FILE = Path(os.environ.get("KRAFTWERK_CA_FILE", INVENTORY_DIR / "pki" / "ca.crt"))
+# The admin client configuration the kafka role writes on each node (SASL_SSL as the admin principal).
+ADMIN_CONFIG = "/etc/kafka/admin.properties"
+# The lab's vault (lab/kraftwerk-vault; Molecule shares inventory/lab/group_vars).
+VAULT_INVENTORY = Path(os.environ.get("KRAFTWERK_VAULT_INVENTORY", ROOT / "inventory" / "lab"))
+
+
+def vault() -> dict[str, Any]:
+    """The decrypted secrets of the lab's vault."""
+    out = subprocess.run([sys.executable, str(ROOT / "lab" / "kraftwerk-vault"), str(VAULT_INVENTORY), "--show"],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(yaml.safe_load(out))
 
 
 @pytest.fixture(scope="session")
 def api_key() -> str:
-    """The producer API key: KRAFTWERK_API_KEY, or the one playbooks/apps.yml generated beside the inventory."""
+    """The producer API key: KRAFTWERK_API_KEY, or the first one in the lab's vault."""
     key = os.environ.get("KRAFTWERK_API_KEY")
     if key:
         return key
-    path = INVENTORY_DIR / "secrets" / "kraftwerk-api-key"
-    assert path.is_file(), f"no KRAFTWERK_API_KEY and no {path}"
-    return path.read_text().split()[0]
+    return str(vault()["vault_kraftwerk_api_keys"][0])
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +69,7 @@ def kafka_hosts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def bootstrap(kafka_hosts: list[str]) -> str:
-    return ",".join(f"{address(h)}:9092" for h in kafka_hosts)
+    return ",".join(f"{address(h)}:9095" for h in kafka_hosts)
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +86,7 @@ def playbook(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run a playbook of the project (path relative to the root) against Molecule's hosts."""
     # Molecule's own ANSIBLE_* settings (roles path, library, config) point into its scenario: drop them
     # and use the project's ansible.cfg, as an operator would.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") or k == "ANSIBLE_VAULT_PASSWORD_FILE"}
     env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(ROOT / path), *extra],

@@ -4,7 +4,7 @@ Hosts come from Molecule's inventory (``MOLECULE_INVENTORY_FILE``): the ``produc
 groups run the app instances, the ``nginx`` group the TLS edge. The HTTP checks run on the controller
 against the edge's address, over HTTPS verified with the generated CA
 (``<inventory dir>/pki/ca.crt``; ``KRAFTWERK_CA_FILE`` overrides it). The producer API key is read from
-``KRAFTWERK_API_KEY`` or the file the apps playbook generates (``<inventory dir>/secrets/kraftwerk-api-key``).
+``KRAFTWERK_API_KEY`` or the lab's vault (``lab/kraftwerk-vault inventory/lab --show``).
 
 Only the standard library (urllib, ssl, subprocess) besides testinfra, so it runs in the controller venv.
 """
@@ -135,7 +135,7 @@ def test_env_files_are_private_and_the_code_is_root_owned(app: str) -> None:
             assert f.user == "root" and f.group == unit
             assert f.mode & 0o007 == 0, oct(f.mode)
         env = h.file(f"/etc/{unit}/{unit}.env").content_string
-        kafka = [f"{_vars(k)['ansible_host']}:9092" for k in _group("kafka")]
+        kafka = [f"{_vars(k)['ansible_host']}:9095" for k in _group("kafka")]
         servers = re.search(r'^KRAFTWERK_BOOTSTRAP_SERVERS="([^"]*)"', env, re.M)
         assert servers and sorted(servers.group(1).split(",")) == sorted(kafka)
         assert "API_KEYS" not in env  # secrets only in the secrets file

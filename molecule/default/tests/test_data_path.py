@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import address, host, hosts_of, playbook
+from conftest import ADMIN_CONFIG, address, host, hosts_of, playbook
 from loadgen import Load
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def kafka1() -> Any:
 
 @pytest.fixture(scope="module")
 def bootstrap() -> str:
-    return ",".join(f"{address(h)}:9092" for h in KAFKA)
+    return ",".join(f"{address(h)}:9095" for h in KAFKA)
 
 
 def get_json(tls: ssl.SSLContext, path: str) -> dict[str, Any]:
@@ -66,14 +66,14 @@ def get_json(tls: ssl.SSLContext, path: str) -> dict[str, Any]:
 def console_produce(kafka1: Any, bootstrap: str, topic: str, lines: list[str], *extra: str) -> None:
     payload = "\n".join(lines).replace("'", "'\"'\"'")
     res = kafka1.run(
-        f"printf '%s\\n' '{payload}' | kafka-console-producer --bootstrap-server {bootstrap} --topic {topic} "
+        f"printf '%s\\n' '{payload}' | kafka-console-producer --bootstrap-server {bootstrap} --producer.config {ADMIN_CONFIG} --topic {topic} "
         f"--producer-property acks=all {' '.join(extra)}")
     assert res.rc == 0, res.stderr
 
 
 def group_lag(kafka1: Any, bootstrap: str) -> dict[int, int] | None:
     """Lag per partition of test-topic for the apps' group, or None while the group is rebalancing."""
-    res = kafka1.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --describe --group {GROUP}")
+    res = kafka1.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --command-config {ADMIN_CONFIG} --describe --group {GROUP}")
     lags = {}
     for line in res.stdout.splitlines():
         cols = line.split()
@@ -88,9 +88,9 @@ def read_topic(kafka1: Any, bootstrap: str, topic: str) -> list[str]:
     """Every record value of a topic (the console consumer ends when nothing came for 15 s)."""
     group = f"kraftwerk-check-{uuid.uuid4().hex[:8]}"
     res = kafka1.run(
-        f"kafka-console-consumer --bootstrap-server {bootstrap} --topic {topic} --from-beginning "
+        f"kafka-console-consumer --bootstrap-server {bootstrap} --consumer.config {ADMIN_CONFIG} --topic {topic} --from-beginning "
         f"--timeout-ms 15000 --group {group}")
-    kafka1.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --delete --group {group}")
+    kafka1.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --command-config {ADMIN_CONFIG} --delete --group {group}")
     return res.stdout.splitlines()
 
 
@@ -140,7 +140,7 @@ def test_a_poison_run_reaches_the_dlq_once_each_and_does_not_stall_the_group(
 
 
 def quorum_leader(kafka1: Any, bootstrap: str) -> int:
-    out = kafka1.check_output(f"kafka-metadata-quorum --bootstrap-server {bootstrap} describe --status")
+    out = kafka1.check_output(f"kafka-metadata-quorum --bootstrap-server {bootstrap} --command-config {ADMIN_CONFIG} describe --status")
     return int(re.search(r"LeaderId:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
 
 
@@ -153,7 +153,7 @@ def node_host(node_id: int) -> str:
 
 
 def no_under_replicated(kafka1: Any, bootstrap: str) -> bool:
-    res = kafka1.run(f"kafka-topics --bootstrap-server {bootstrap} --describe --under-replicated-partitions")
+    res = kafka1.run(f"kafka-topics --bootstrap-server {bootstrap} --command-config {ADMIN_CONFIG} --describe --under-replicated-partitions")
     return res.rc == 0 and not res.stdout.strip()
 
 

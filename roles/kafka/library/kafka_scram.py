@@ -78,7 +78,7 @@ options:
 notes:
   - Supports check mode (nothing but the describe call is run, nothing is written) and diff mode (user names,
     mechanisms and iteration counts before and after; a password change shows as C(password set)).
-  - A password changed outside this module with the same mechanism and iterations is not noticed: the
+  - A password changed outside this module with the same mechanism and iterations is not noticed, since the
     fingerprint still matches the declaration. Delete the state file to set every declared password again.
 """
 
@@ -94,7 +94,6 @@ EXAMPLES = r"""
         password: "{{ vault_ingest_password }}"
         iterations: 4096
   run_once: true
-  no_log: false  # the password option is no_log already
 """
 
 RETURN = r"""

@@ -158,7 +158,8 @@ def test_validate_accepts_every_operation_kafka_accepts() -> None:
 def declared_from_fixture() -> set[tuple[str, ...]]:
     """The declaration that produced the fixture (the way the playbooks would declare it)."""
     errors, entries = ka.validate_declared([
-        {"principal": "User:orders-svc", "resource_type": "topic", "name": "orders", "operations": ["Read", "Describe"]},
+        {"principal": "User:orders-svc", "resource_type": "topic", "name": "orders",
+         "operations": ["Read", "Describe"]},
         {"principal": "User:orders-svc", "resource_type": "group", "name": "orders-svc", "operations": ["Read"]},
         {"principal": "User:orders-svc", "resource_type": "topic", "name": "*", "operations": ["Create", "Delete"]},
         {"principal": "User:ingest", "resource_type": "topic", "name": "ingest.", "pattern_type": "prefixed",

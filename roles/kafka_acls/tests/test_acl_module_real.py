@@ -10,7 +10,7 @@ When they are set but the broker cannot be reached or the launcher is missing, t
 The test ACLs belong to principals under a fresh prefix and are removed at the end. The remove_undeclared
 test declares every ACL the cluster already had, so that only the test's own undeclared ACL goes. Example:
   KRAFTWERK_TEST_SASL_BOOTSTRAP=127.0.0.1:39092 KRAFTWERK_TEST_ADMIN_CONFIG=/tmp/lab/admin.properties \
-  KRAFTWERK_TEST_KAFKA_BIN=/tmp/lab/bin pytest -v roles/kafka_acls/tests/test_module_real.py
+  KRAFTWERK_TEST_KAFKA_BIN=/tmp/lab/bin pytest -v roles/kafka_acls/tests/test_acl_module_real.py
 """
 
 from __future__ import annotations
