@@ -187,3 +187,31 @@ def test_units_are_hardened_and_their_exposure_is_recorded() -> None:
     for key, score in scores.items():
         if "nginx" not in key:  # Debian's nginx.service is not ours to harden (it starts as root and drops)
             assert score < 5.0, scores
+
+
+def test_certificate_renewal_rolls_one_node_at_a_time_through_the_gates(kafka1: Any) -> None:
+    """A certificate due for renewal is reissued by a re-run, and the nodes restart one by one behind the gates.
+
+    kafka_tls_renew_before_days above the 90-day lifetime makes every node certificate due now.
+    """
+    import subprocess
+
+    from conftest import INVENTORY_DIR
+
+    def serial(name: str) -> str:
+        return subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(INVENTORY_DIR / "pki" / f"kafka-{name}.crt")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    before = {name: serial(name) for name in KAFKA}
+    res = converge("-e", "kafka_tls_renew_before_days=100")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    after = {name: serial(name) for name in KAFKA}
+    assert all(before[n] != after[n] for n in KAFKA), (before, after)
+    # One node at a time: each restart sits between its own before- and after-gate.
+    steps = re.findall(r"(?:TASK|RUNNING HANDLER) \[kafka : (Gate - restarting keeps|Restart Kafka on|Gate - back in the ISR)[^\]]*\]", res.stdout)
+    assert steps == ["Gate - restarting keeps", "Restart Kafka on", "Gate - back in the ISR"] * 3, steps
+    for name in KAFKA:
+        installed = host(name).file("/etc/kafka/tls/node.pem")
+        assert installed.user == "root" and installed.group == "kafka" and installed.mode == 0o640
+        cert = (INVENTORY_DIR / "pki" / f"kafka-{name}.crt").read_text().strip()
+        assert cert.split("-----BEGIN CERTIFICATE-----")[1][:200] in installed.content_string

@@ -59,7 +59,7 @@ def test_plaintext_cluster_migrates_to_sasl_ssl_under_load(tls: ssl.SSLContext, 
     finally:
         load.stop()
 
-    restarts = re.findall(r"TASK \[kafka : Restart Kafka on (\S+)\]", res.stdout)
+    restarts = re.findall(r"(?:TASK|RUNNING HANDLER) \[kafka : Restart Kafka on (\S+)\]", res.stdout)
     after = props(KAFKA[0])
     assert "PLAINTEXT" not in after["listeners"] and "PLAINTEXT" not in after["listener.security.protocol.map"], after
     assert after["inter.broker.listener.name"] == "INTERNAL" and after["controller.listener.names"] == "CONTROLLER_SSL"
