@@ -215,3 +215,14 @@ def test_certificate_renewal_rolls_one_node_at_a_time_through_the_gates(kafka1: 
         assert installed.user == "root" and installed.group == "kafka" and installed.mode == 0o640
         cert = (INVENTORY_DIR / "pki" / f"kafka-{name}.crt").read_text().strip()
         assert cert.split("-----BEGIN CERTIFICATE-----")[1][:200] in installed.content_string
+
+
+def test_a_heap_that_does_not_fit_the_host_is_refused_before_any_change() -> None:
+    unit_before = {name: host(name).file("/etc/systemd/system/kafka.service").content_string for name in KAFKA}
+    res = converge("-e", "kafka_heap_opts='-Xms100000g -Xmx100000g'")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "does not fit" in " ".join(out.split()), out[-3000:]
+    for name in KAFKA:
+        assert host(name).file("/etc/systemd/system/kafka.service").content_string == unit_before[name]
+        assert host(name).service("kafka").is_running
