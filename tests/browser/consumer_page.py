@@ -3,7 +3,7 @@
 
 Standalone:
     python tests/browser/consumer_page.py --url https://10.213.5.14 --ca inventory/lab/pki/ca.crt \\
-        --api-key-file inventory/lab/secrets/kraftwerk-api-key --screenshot docs/consumer-page.png
+        --api-key-env KRAFTWERK_API_KEY --screenshot docs/consumer-page.png
 
 The generated CA is trusted properly: it is imported into a throw-away NSS database (certutil, Debian
 package libnss3-tools) in a temporary HOME, which is where Chromium on Linux looks for local trust anchors.

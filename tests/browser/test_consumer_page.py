@@ -3,7 +3,7 @@
 Configuration, first match wins:
   * KRAFTWERK_EDGE_URL, KRAFTWERK_CA_FILE and KRAFTWERK_API_KEY (or KRAFTWERK_API_KEY_FILE);
   * MOLECULE_INVENTORY_FILE (the Molecule verify step): the first host of group `nginx`, and the CA and
-    API key the playbooks keep next to the inventory (pki/ca.crt, secrets/kraftwerk-api-key).
+    API key from the lab's vault (pki/ca.crt beside the inventory; lab/kraftwerk-vault inventory/lab --show).
 KRAFTWERK_SCREENSHOT: where to save the PNG (default: the system's temporary directory, so that a test run
 leaves the work tree clean; point it at docs/consumer-page.png to refresh the README's picture; "" for none).
 Skipped when Chromium, chromedriver or selenium is missing, unless KRAFTWERK_BROWSER_REQUIRED=1.
@@ -23,6 +23,19 @@ import consumer_page
 
 
 
+def _lab_vault_api_key() -> str:
+    """The first producer API key in the lab's vault (Molecule shares inventory/lab/group_vars)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "lab" / "kraftwerk-vault"), str(root / "inventory" / "lab"), "--show"],
+                         check=True, capture_output=True, text=True).stdout
+    return str(yaml.safe_load(out)["vault_kraftwerk_api_keys"][0])
+
+
 def _config() -> tuple[str, str, str]:
     url = os.environ.get("KRAFTWERK_EDGE_URL")
     ca = os.environ.get("KRAFTWERK_CA_FILE")
@@ -37,7 +50,8 @@ def _config() -> tuple[str, str, str]:
         url = f"https://{runner.get_variables(edge)['ansible_host']}"
         inv_dir = Path(inventory).resolve().parent
         ca = ca or str(inv_dir / "pki" / "ca.crt")
-        key_file = key_file or str(inv_dir / "secrets" / "kraftwerk-api-key")
+        if not (key or key_file):
+            key = _lab_vault_api_key()
     if not key and key_file:
         key = Path(key_file).read_text().split()[0]
     if not (url and ca and key):

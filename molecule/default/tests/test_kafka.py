@@ -184,9 +184,13 @@ def test_units_are_hardened_and_their_exposure_is_recorded() -> None:
     out = Path(os.environ.get("KRAFTWERK_RESULTS_DIR", tempfile.gettempdir())) / "unit-exposure.json"
     out.write_text(json.dumps(scores, indent=2) + "\n")
     print(json.dumps(scores, indent=2))  # noqa: T201 - the numbers the closing note quotes
+    # Measured 2.9 for Kafka (the JVM keeps MemoryDenyWriteExecute and SystemCallFilter off) and 1.2 for the
+    # apps. Debian's nginx.service is not ours to harden (it starts as root and drops privileges).
     for key, score in scores.items():
-        if "nginx" not in key:  # Debian's nginx.service is not ours to harden (it starts as root and drops)
-            assert score < 5.0, scores
+        if "kafka.service" in key:
+            assert score <= 3.0, scores
+        elif "nginx" not in key:
+            assert score <= 1.5, scores
 
 
 def test_certificate_renewal_rolls_one_node_at_a_time_through_the_gates(kafka1: Any) -> None:
