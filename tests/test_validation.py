@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # The ansible-playbook of the venv running the tests (.venv/bin/pytest works without activating it), else PATH's.
@@ -199,6 +200,14 @@ APP_CASES = [
      "the path must start with"),
     ("semicolon in a metrics allow", {"kraftwerk_edge_metrics_allow": ["10.0.0.0/8; allow all"]},
      "must be an IP address or CIDR"),
+    ("extra locations not a list", {"kraftwerk_edge_extra_locations": "/x/"},
+     "kraftwerk_edge_extra_locations a list of locations"),
+    ("brace in an extra location path", {"kraftwerk_edge_extra_locations": [{"path": "/x { }", "status": 204}]},
+     "the path must start with"),
+    ("extra location to an undeclared upstream", {"kraftwerk_edge_extra_locations": [{"path": "/x/", "upstream": "nope"}]},
+     "its upstream / rate_limit must be declared"),
+    ("space in an extra upstream server", {"kraftwerk_edge_extra_upstreams": {"x": ["10.0.0.1:80; server y"]}},
+     'must be "address:port"'),
     ("newline in pyapp_unit_extra", {"pyapp_unit_extra": ["ReadWritePaths=/x\nExecStartPre=+/bin/sh"]},
      "must be one Name=value line"),
     ("section header in pyapp_unit_extra", {"pyapp_unit_extra": ["[Install]"]},
@@ -260,6 +269,13 @@ def test_good_input_with_apps_and_edge_reaches_the_hosts(tmp_path: Path) -> None
     extra = {"kafka_cluster_id": "MkU3OEVBNTcwNTJENDM2Qg",
              "kafka_jvm_extra_opts": "-XX:ErrorFile=/var/log/kafka/hs_err_%p.log",
              "kafka_extra_properties": {"message.max.bytes": 2097152, "log.cleaner.enable": True}}
+    assert_reaches_the_hosts(run_site(write_inventory(tmp_path, THREE, apps=True), extra))
+
+
+def test_bench_vars_reach_the_hosts(tmp_path: Path) -> None:
+    """./kw bench's bench/lab-vars.yml (an extra edge upstream and location, a firewall rule, the rate-limit
+    exemption) passes validation."""
+    extra = yaml.safe_load((ROOT / "bench" / "lab-vars.yml").read_text())
     assert_reaches_the_hosts(run_site(write_inventory(tmp_path, THREE, apps=True), extra))
 
 
