@@ -229,6 +229,41 @@ async def test_idempotent_batch_retry(
     ]
 
 
+async def test_batch_places_records_like_single_sends(
+    outcomes_producer: tuple[AppProcess, str], kafka_bootstrap: str
+) -> None:
+    """A batch goes to Kafka as one record batch per partition: each keyed message still lands
+    on its key's partition (the one /send uses), the keyless ones share one partition, and
+    every result names the record's own offset and timestamp."""
+    app, topic = outcomes_producer
+    run = uuid.uuid4().hex
+    keys = [f"{run}-{i}" for i in range(12)]
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as http:
+        single = {}
+        for key in keys:
+            resp = await http.post("/send", params={"key": key}, json={"one": key}, headers=AUTH)
+            assert resp.status_code == 200, resp.text
+            single[key] = resp.json()["partition"]
+        messages: list[dict[str, Any]] = [
+            {"value": {"n": n, "run": run}, "key": key} for n, key in enumerate(keys)
+        ]
+        messages += [{"value": {"n": 100 + n, "run": run}} for n in range(5)]
+        resp = await http.post("/send/batch", json={"messages": messages}, headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    results = resp.json()["results"]
+    assert [r["partition"] for r in results[:12]] == [single[key] for key in keys]
+    assert len({r["partition"] for r in results[12:]}) == 1
+    assert len({(r["partition"], r["offset"]) for r in results}) == len(messages)
+    assert all(isinstance(r["timestamp"], int) and r["timestamp"] > 0 for r in results)
+
+    records = {(r.partition, r.offset): r for r in await read_all(kafka_bootstrap, topic, 3)}
+    for n, result in enumerate(results):
+        record = records[(result["partition"], result["offset"])]
+        assert json.loads(record.value) == messages[n]["value"]
+        assert record.key == (keys[n].encode() if n < 12 else None)
+        assert record.timestamp == result["timestamp"]
+
+
 async def test_utf8_header_roundtrip(
     outcomes_producer: tuple[AppProcess, str], kafka_bootstrap: str
 ) -> None:

@@ -778,3 +778,48 @@ def test_a_dead_connect_task_makes_readyz_fail(monkeypatch: pytest.MonkeyPatch) 
             assert "connect logic bug" in resp.json()["reason"]
     finally:
         lifecycle.reset()
+
+
+# --- the hand-checked batch fast path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"value": {"a": 1}}],
+        [{"value": {}, "key": None, "headers": {}, "idempotency_key": None}],
+        [{"value": {"a": [1, {"b": None}]}, "key": "k" * 1024, "headers": {"h": "v"}}],
+        [{"value": {}, "idempotency_key": "x" * 200}, {"value": {"n": 2}, "key": ""}],
+        [],
+        [{"value": {}, "key": "k" * 1025}],
+        [{"value": {}, "key": 1}],
+        [{"value": []}],
+        [{"value": None}],
+        [{"key": "k"}],
+        [{"value": {}, "headers": None}],
+        [{"value": {}, "headers": {"h": 1}}],
+        [{"value": {}, "headers": []}],
+        [{"value": {}, "idempotency_key": ""}],
+        [{"value": {}, "idempotency_key": "é"}],
+        [{"value": {}, "idempotency_key": "x" * 201}],
+        [{"value": {}, "idempotency_key": 5}],
+        [{"value": {}, "extra": 1}],
+        ["not an object"],
+    ],
+)
+def test_plain_batch_check_agrees_with_the_model(messages: list[Any]) -> None:
+    """The hand check accepts only what BatchRequest accepts, with the same content."""
+    from kraftwerk_apps.producer.routes import _plain_messages  # noqa: PLC0415
+    from kraftwerk_apps.producer.schemas import BatchRequest  # noqa: PLC0415
+
+    body = {"messages": messages}
+    plain = _plain_messages(body)
+    try:
+        model = BatchRequest.model_validate(body)
+    except ValidationError:
+        assert plain is None
+        return
+    if plain is not None:
+        defaults: dict[str, Any] = {"key": None, "headers": {}, "idempotency_key": None}
+        assert [{**defaults, **m} for m in plain] == [m.model_dump() for m in model.messages]
+    assert _plain_messages({**body, "other": 1}) is None

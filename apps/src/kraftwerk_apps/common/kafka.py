@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import codec as kafka_codec
@@ -13,9 +13,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
     retry_if_exception_type,
-    stop_after_attempt,
     wait_exponential,
 )
 
@@ -57,6 +55,35 @@ class Startable(Protocol):
 
 
 ClientT = TypeVar("ClientT", bound=Startable)
+T = TypeVar("T")
+
+
+async def retry_transient(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retries: int,
+    backoff: float,
+    backoff_max: float,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """``attempt()``, retrying transient errors (``is_transient``) up to ``retries`` times.
+
+    After the n-th failed attempt it sleeps ``backoff * 2 ** (n - 1)`` seconds, at most
+    ``backoff_max`` (tenacity's ``wait_exponential``), after calling ``on_retry(n, error)``.
+    Anything else, or the last failure, is raised.  A plain loop rather than tenacity: this
+    runs for every poll and every record, and tenacity's machinery cost more than either.
+    """
+    number = 1
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if number > retries or not is_transient(exc):
+                raise
+            if on_retry is not None:
+                on_retry(number, exc)
+            await asyncio.sleep(min(backoff_max, backoff * 2 ** (number - 1)))
+            number += 1
 
 
 async def start_with_retry(
@@ -152,21 +179,18 @@ async def poll_with_retry(
     background task dies, which is fatal (the process exits and systemd restarts it).
     """
 
-    def _before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+    def _on_retry(attempt: int, exc: BaseException) -> None:
         log.warning(
             "poll failed, retrying",
-            extra={"client": name, "attempt": state.attempt_number, "error": repr(exc)},
+            extra={"client": name, "attempt": attempt, "error": repr(exc)},
         )
 
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(retries + 1),
-        wait=wait_exponential(multiplier=backoff, max=backoff_max),
-        before_sleep=_before_sleep,
-        reraise=True,
+    async def _poll() -> dict[Any, list[Any]]:
+        batches: dict[Any, list[Any]] = await consumer.getmany(
+            timeout_ms=timeout_ms, max_records=max_records
+        )
+        return batches
+
+    return await retry_transient(
+        _poll, retries=retries, backoff=backoff, backoff_max=backoff_max, on_retry=_on_retry
     )
-    batches: dict[Any, list[Any]] = await retrying(
-        consumer.getmany, timeout_ms=timeout_ms, max_records=max_records
-    )
-    return batches

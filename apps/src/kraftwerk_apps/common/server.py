@@ -37,6 +37,7 @@ def uvicorn_options(settings: KafkaClientSettings) -> dict[str, Any]:
         "workers": settings.workers,
         "log_config": logging_config(settings.log_level),
         "log_level": settings.log_level,
+        "access_log": settings.access_log,
         "root_path": settings.root_path,
         "proxy_headers": settings.proxy_headers,
         "forwarded_allow_ips": settings.forwarded_allow_ips,

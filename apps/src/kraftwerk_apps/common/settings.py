@@ -57,6 +57,11 @@ class KafkaClientSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    access_log: bool = Field(
+        default=False,
+        description="uvicorn's access log line per request (a JSON log line costs about as "
+        "much CPU as a whole /healthz request; NGINX logs every request at the edge anyway).",
+    )
     root_path: str = Field(default="", description="Set when served under a URL prefix by NGINX.")
     proxy_headers: bool = True
     forwarded_allow_ips: str = "127.0.0.1"

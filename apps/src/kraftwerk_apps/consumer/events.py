@@ -12,11 +12,16 @@ import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+import pydantic_core
+
 QUEUE_SIZE = 8
 
 
 def sse(event: str, data: Any) -> str:
-    payload = json.dumps(data, separators=(",", ":"), default=str)
+    try:  # pydantic-core: several times faster than the json module (one event per poll)
+        payload = pydantic_core.to_json(data, fallback=str).decode()
+    except pydantic_core.PydanticSerializationError:  # e.g. a lone surrogate: \u-escaped
+        payload = json.dumps(data, separators=(",", ":"), default=str)
     return f"event: {event}\ndata: {payload}\n\n"
 
 

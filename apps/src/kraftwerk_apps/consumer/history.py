@@ -56,6 +56,16 @@ def _order(item: dict[str, Any]) -> tuple[int, int, int]:
     return (item["timestamp"], item["partition"], item["offset"])
 
 
+def _stub(record: Any) -> dict[str, Any]:
+    """Where a record is (what ordering and dedupe need), before it is decoded for display."""
+    return {
+        "timestamp": record.timestamp,
+        "partition": record.partition,
+        "offset": record.offset,
+        "record": record,
+    }
+
+
 def _seen(item: dict[str, Any]) -> Seen:
     return Seen(item["timestamp"], item["partition"], item["offset"])
 
@@ -134,6 +144,8 @@ class HistoryReader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_min_bytes=self._settings.fetch_min_bytes,
+            fetch_max_wait_ms=self._settings.history_fetch_max_wait_ms,
         )
 
     async def run(self) -> None:
@@ -157,13 +169,20 @@ class HistoryReader:
                 self.add(records)
 
     def add(self, records: list[Any]) -> None:
-        """Show ``records`` (aiokafka ``ConsumerRecord`` s): dedupe, merge, notify."""
-        pairs = [(idempotency_key(r), display_record(r)) for r in records]
-        current, new, dropped = drop_repeats(self._dedupe, self._messages, pairs)
+        """Show ``records`` (aiokafka ``ConsumerRecord`` s): dedupe, merge, notify.
+
+        Every record goes through the dedupe window, but only the newest ``history_size``
+        of them can be on the page, so only those are turned into display items (the
+        expensive part: decoding the value and every header).
+        """
+        size = self._settings.history_size
+        stubs = {(r.partition, r.offset): (idempotency_key(r), _stub(r)) for r in records}
+        current, new, dropped = drop_repeats(self._dedupe, self._messages, list(stubs.values()))
         if dropped:
             DUPLICATES.labels("history").inc(dropped)
             self.duplicates += dropped
-        self._messages = merge_latest(current, new, self._settings.history_size)
+        shown = [display_record(stub["record"]) for stub in sorted(new, key=_order)[-size:]]
+        self._messages = merge_latest(current, shown, size)
         self._on_change()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:

@@ -7,7 +7,7 @@ re-delivery (duplicates are possible, loss is not).
 
 * **Transient errors** of the handler (aiokafka's retriable errors, timeouts - one attempt
   may take at most ``KRAFTWERK_PROCESSING_TIMEOUT_SECONDS``) are retried with exponential
-  back-off (tenacity) up to ``KRAFTWERK_RETRY_COUNT`` times, then the record goes to the DLQ.
+  back-off up to ``KRAFTWERK_RETRY_COUNT`` times, then the record goes to the DLQ.
 * **Permanent errors** (:class:`ProcessingError`: empty, not UTF-8, not JSON, not an object,
   tombstone; and any other non-transient exception) go straight to the DLQ (``dlq.attempts``
   = 1).
@@ -37,17 +37,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from kraftwerk_apps.common.kafka import (
-    is_transient,
     poll_with_retry,
+    retry_transient,
     start_with_retry,
     stop_quietly,
 )
@@ -73,17 +66,19 @@ MIN_REBALANCE_TIMEOUT_MS = 10_000
 
 
 async def default_handler(record: Any) -> None:
-    """The business logic: here, validate that the value is a JSON object and log it."""
+    """The business logic: here, validate that the value is a JSON object (and log it at
+    debug level: a log line per message would cost more than the rest of its processing)."""
     payload = decode_json_object(record.value)
-    log.info(
-        "message processed",
-        extra={
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "fields": sorted(payload)[:20],
-        },
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "message processed",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "fields": sorted(payload)[:20],
+            },
+        )
 
 
 class PollBudget:
@@ -168,6 +163,8 @@ class GroupWorker:
             enable_auto_commit=False,
             auto_offset_reset=s.auto_offset_reset,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_ms=s.group_fetch_max_wait_ms,
             # Like the Java client: members may take up to max.poll.interval.ms to rejoin
             # (revocation waits for the poll in progress); at least the session timeout.
             rebalance_timeout_ms=max(s.max_poll_interval_ms, MIN_REBALANCE_TIMEOUT_MS),
@@ -274,35 +271,34 @@ class GroupWorker:
     async def _process(self, record: Any) -> tuple[int, Exception | None]:
         """Run the handler with retries of transient errors: (attempts, final error or None)."""
         s = self._settings
+        attempts = 0
 
-        def _before_sleep(state: RetryCallState) -> None:
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            async with asyncio.timeout(s.processing_timeout_seconds):
+                await self._handler(record)
+
+        def on_retry(number: int, exc: BaseException) -> None:
             RETRIES.inc()
-            exc = state.outcome.exception() if state.outcome else None
             log.info(
                 "processing failed, retrying",
                 extra={
                     "partition": record.partition,
                     "offset": record.offset,
-                    "attempt": state.attempt_number,
+                    "attempt": number,
                     "error": repr(exc),
                 },
             )
 
-        attempts = 0
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(s.retry_count + 1),
-                wait=wait_exponential(
-                    multiplier=s.retry_backoff_seconds, max=s.retry_backoff_max_seconds
-                ),
-                retry=retry_if_exception(is_transient),
-                before_sleep=_before_sleep,
-                reraise=True,
-            ):
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    async with asyncio.timeout(s.processing_timeout_seconds):
-                        await self._handler(record)
+            await retry_transient(
+                attempt,
+                retries=s.retry_count,
+                backoff=s.retry_backoff_seconds,
+                backoff_max=s.retry_backoff_max_seconds,
+                on_retry=on_retry,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure -> DLQ (by the caller)
             return attempts, exc
         return attempts, None

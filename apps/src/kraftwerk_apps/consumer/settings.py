@@ -15,7 +15,9 @@ class ConsumerSettings(KafkaClientSettings):
 
     group_id: str = "test-group"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_records: int = Field(default=100, ge=1)
+    max_poll_records: int = Field(
+        default=500, ge=1, description="Records per poll of the group consumer (one commit each)"
+    )
     max_poll_interval_ms: int = Field(
         default=300_000,
         ge=1_000,
@@ -30,6 +32,26 @@ class ConsumerSettings(KafkaClientSettings):
         "the processed records are committed and the rest is polled again.",
     )
     history_size: int = Field(default=10, ge=1, le=1000, description="Messages shown on /")
+
+    # --- fetching: fewer, fuller fetch responses cost less CPU (here and on the brokers) ----
+    fetch_min_bytes: int = Field(
+        default=65_536,
+        ge=1,
+        description="Kafka's fetch.min.bytes for both readers: the broker answers a fetch once "
+        "this much is there, or after the reader's fetch max wait.",
+    )
+    group_fetch_max_wait_ms: int = Field(
+        default=200,
+        ge=0,
+        description="fetch.max.wait.ms of the group consumer: how late processing may start "
+        "(fewer polls and offset commits).",
+    )
+    history_fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        description="fetch.max.wait.ms of the history reader: how late a message may show up "
+        "on the page (keep it small).",
+    )
 
     # --- processing and DLQ -------------------------------------------------------------
     retry_count: int = Field(

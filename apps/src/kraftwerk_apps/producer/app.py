@@ -30,6 +30,7 @@ from kraftwerk_apps.producer.errors import install_error_handlers
 from kraftwerk_apps.producer.gateway import KafkaSender, MessageSender
 from kraftwerk_apps.producer.idempotency import ReplayCache
 from kraftwerk_apps.producer.openapi import ProducerAPI
+from kraftwerk_apps.producer.routes import DirectRoutes
 from kraftwerk_apps.producer.routes import router as messages_router
 from kraftwerk_apps.producer.service import Publisher
 from kraftwerk_apps.producer.settings import ProducerSettings
@@ -68,7 +69,8 @@ def create_app(
         api_keys=settings.api_key_bytes(),
     )
     install_error_handlers(app)
-    instrument(app, "producer")
+    app.add_middleware(DirectRoutes, routes=messages_router.routes)
+    instrument(app, "producer")  # added last: the outer one, it sees every request
     app.include_router(health_router(readiness))
     app.include_router(metrics_router())
     app.include_router(messages_router)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Any
 
-from fastapi import Header
-
-from kraftwerk_apps.producer.deps import Context
 from kraftwerk_apps.producer.errors import ApiError
+
+API_KEY_HEADER = "x-api-key"
+API_KEY_PARAMETER: dict[str, Any] = {
+    "name": API_KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "API key; one of KRAFTWERK_API_KEYS.",
+    "schema": {"type": "string"},
+}
 
 
 def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
@@ -19,20 +25,15 @@ def key_matches(candidate: bytes, keys: list[bytes]) -> bool:
     return found
 
 
-async def require_api_key(
-    context: Context,
-    x_api_key: Annotated[
-        str | None,
-        Header(description="API key; one of KRAFTWERK_API_KEYS."),
-    ] = None,
-) -> None:
-    if not x_api_key:
+def check_api_key(value: str | None, keys: list[bytes]) -> None:
+    """``value`` is the ``X-API-Key`` header as Starlette gives it (decoded as latin-1)."""
+    if not value:
         raise ApiError(
             401,
             "unauthorized",
             "missing X-API-Key header",
             headers={"WWW-Authenticate": "ApiKey"},
         )
-    # latin-1: the bytes as received (Starlette decoded them as latin-1).
-    if not context.api_keys or not key_matches(x_api_key.encode("latin-1"), context.api_keys):
+    # latin-1: the bytes as received.
+    if not keys or not key_matches(value.encode("latin-1"), keys):
         raise ApiError(403, "forbidden", "invalid API key")

@@ -1,11 +1,10 @@
-"""Per-app objects the routes need, kept on ``app.state`` and injected with ``Depends``."""
+"""Per-app objects the routes need, kept on ``app.state``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from kraftwerk_apps.producer.service import Publisher
 from kraftwerk_apps.producer.settings import ProducerSettings
@@ -23,6 +22,3 @@ def get_context(request: Request) -> ProducerContext:
     if not isinstance(context, ProducerContext):
         raise TypeError("app.state.producer is not set up (use create_app)")
     return context
-
-
-Context = Annotated[ProducerContext, Depends(get_context)]

@@ -47,10 +47,14 @@ def error_response(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return error_response(exc.status_code, exc.error, exc.detail, exc.headers, **exc.extra)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
-        return error_response(exc.status_code, exc.error, exc.detail, exc.headers, **exc.extra)
+        return api_error_response(exc)
 
     async def _validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)  # noqa: S101

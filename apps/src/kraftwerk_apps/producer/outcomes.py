@@ -44,7 +44,7 @@ REJECTED_BEFORE_APPEND: tuple[type[BaseException], ...] = (
 UNKNOWN_HINT = "retry with the same Idempotency-Key; a duplicate is then dropped"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     status: Status
     http_status: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from kraftwerk_apps.producer import outcomes
@@ -17,13 +18,14 @@ from kraftwerk_apps.producer.gateway import (
     NotConnectedError,
     OutgoingMessage,
     Submission,
+    mark_retrieved,
 )
 from kraftwerk_apps.producer.idempotency import Entry, KeyReusedError, ReplayCache, fingerprint
 from kraftwerk_apps.producer.metrics import ACK_LATENCY, MESSAGES
 from kraftwerk_apps.producer.outcomes import Outcome
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Item:
     message: OutgoingMessage
     idempotency_key: str | None = None
@@ -36,13 +38,12 @@ class IdempotencyConflictError(Exception):
         self.key = key
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     outcome: asyncio.Future[Delivery] | None = None
     replayed: bool = False
-    # Set when this request submitted the message: (submission, index in it).
-    submitted: tuple[Submission, int] | None = None
     failed: Outcome | None = None
+    fingerprint: bytes | None = None
     # A repeat of an idempotency key earlier in the same batch: that item's index.
     same_as: int | None = None
 
@@ -60,20 +61,27 @@ class Publisher:
         a different request.
         """
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        deadline_at = loop.time() + self.deadline_seconds
+        deadline_at = asyncio.get_running_loop().time() + self.deadline_seconds
         # Everything up to the first await is synchronous, so concurrent requests with the
         # same key see each other's in-flight entry.
         slots = self._plan(items)
-        self._submit(items, slots)
-        waiting = {s.outcome for s in slots if s.outcome is not None and not s.outcome.done()}
-        if waiting:
-            await asyncio.wait(waiting, timeout=max(0.0, deadline_at - loop.time()))
-        submissions = {s.submitted[0] for s in slots if s.submitted is not None}
-        if any(s.outcome is not None and not s.outcome.done() for s in slots):
-            # Messages not handed to aiokafka yet are certainly not written once abandoned.
-            for submission in submissions:
-                await submission.abandon()
+        submission = self._submit(items, slots)
+        replays = [
+            s.outcome
+            for s in slots
+            if s.replayed and s.outcome is not None and not s.outcome.done()
+        ]
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                if submission is not None:
+                    # Enqueue (cancelled at the deadline: what was not enqueued yet is then
+                    # certainly not written), then wait for the acknowledgements.
+                    await submission.run()
+                    await submission.done  # our own future: cancelling it is harmless
+                if replays:
+                    await asyncio.wait(replays)  # other requests' outcomes: never cancelled
+        except TimeoutError:
+            pass  # the outcomes still pending are reported as unknown
         results = [self._outcome(slot) for slot in slots]
         self._observe(results, started)
         return results
@@ -99,11 +107,15 @@ class Publisher:
                 entry = self.cache.lookup(key, fp)
             except KeyReusedError as exc:
                 raise IdempotencyConflictError(index, key) from exc
-            slots.append(_Slot() if entry is None else _Slot(outcome=entry.outcome, replayed=True))
+            if entry is None:
+                slots.append(_Slot(fingerprint=fp))
+            else:
+                slots.append(_Slot(outcome=entry.outcome, replayed=True))
         return slots
 
-    def _submit(self, items: list[Item], slots: list[_Slot]) -> None:
+    def _submit(self, items: list[Item], slots: list[_Slot]) -> Submission | None:
         todo = [i for i, s in enumerate(slots) if s.outcome is None and s.same_as is None]
+        submission = None
         if todo:
             try:
                 submission = self.sender.submit([items[i].message for i in todo])
@@ -112,23 +124,24 @@ class Publisher:
                     slots[i].failed = outcomes.classify(exc)
             else:
                 for n, i in enumerate(todo):
-                    slots[i].outcome = submission.outcomes[n]
-                    slots[i].submitted = (submission, n)
+                    slot = slots[i]
+                    slot.outcome = submission.outcomes[n]
                     key = items[i].idempotency_key
-                    if key is not None:
-                        msg = items[i].message
-                        fp = fingerprint(msg.value, msg.key, msg.headers)
-                        self.cache.remember(key, Entry(fp, submission.outcomes[n]))
+                    if key is not None and slot.fingerprint is not None:
+                        self.cache.remember(key, Entry(slot.fingerprint, slot.outcome))
         for slot in slots:
             if slot.same_as is not None:
                 first = slots[slot.same_as]
                 slot.outcome, slot.failed = first.outcome, first.failed
+        return submission
 
     def _outcome(self, slot: _Slot) -> Outcome:
         if slot.failed is not None:
             return slot.failed
         fut = slot.outcome
         if fut is None or not fut.done():
+            if fut is not None:
+                fut.add_done_callback(mark_retrieved)
             return outcomes.deadline_passed(self.deadline_seconds)
         if fut.cancelled():
             return outcomes.unknown("the delivery was cancelled")
@@ -139,10 +152,11 @@ class Publisher:
 
     @staticmethod
     def _observe(results: list[Outcome], started: float) -> None:
-        for result in results:
-            if result.status == "ok":
-                MESSAGES.labels("replayed" if result.replayed else "acked").inc()
-            else:
-                MESSAGES.labels(result.status).inc()
-        if results and all(r.status == "ok" for r in results):
+        counts = Counter(
+            ("replayed" if r.replayed else "acked") if r.status == "ok" else r.status
+            for r in results
+        )
+        for outcome, count in counts.items():
+            MESSAGES.labels(outcome).inc(count)
+        if results and counts.keys() <= {"acked", "replayed"}:
             ACK_LATENCY.observe(time.perf_counter() - started)

@@ -23,7 +23,22 @@ class ProducerSettings(KafkaClientSettings):
     )
     max_body_bytes: int = Field(default=1_000_000, ge=2)
     batch_max_size: int = Field(default=100, ge=1)
-    linger_ms: int = Field(default=5, ge=0)
+    linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Producer linger_ms. 0: a batch goes out as soon as the partition's "
+        "broker connection is free; records arriving meanwhile (one produce request per "
+        "broker at a time) still share the next batch. Waiting longer only adds latency.",
+    )
+    max_batch_bytes: int = Field(
+        default=524_288,
+        ge=1_024,
+        le=1_000_000,
+        description="aiokafka's max_batch_size: the largest record batch per partition and "
+        "produce request (below the broker's 1 MB message.max.bytes).  Large enough for a "
+        "whole /send/batch request (each is sent as one batch per partition) and for what "
+        "concurrent /send requests add to a partition during one broker round trip.",
+    )
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
         default=None,
         description="Producer batch compression: none (or empty), gzip, snappy, lz4, zstd.",
