@@ -1,18 +1,23 @@
 """./kw bench: a plain aiokafka producer flat out, the client library's ceiling for ``POST /api/send/batch``.
 
 Run ON a producer host with the producer's venv python, fed on stdin by bench/kwbench.py over ssh:
-    python - DURATION RECORD_BYTES ENV_FILE [ENV_FILE ...]
+    python - DURATION RECORD_BYTES [--concurrency=N] ENV_FILE [ENV_FILE ...]
 It reads the producer app's env files (its systemd EnvironmentFile=s: Kafka listener, SASL/SCRAM, CA, topic,
 linger, compression), builds the app's own producer (``KafkaSender._build``: acks=all, idempotent, same
 compression; a copy of its arguments if that private helper changed), and sends ~RECORD_BYTES JSON records
 without keys (like the batch endpoint without keys) to the app's topic as fast as ``send()`` accepts them, for
 DURATION seconds. Prints one JSON line: acknowledged records per second (total and per second of the run) and
 the enqueue->acknowledgement latency.
+
+With ``--concurrency=N`` it is the ceiling of ``POST /api/send`` instead: N tasks, each sending one record and
+awaiting its acknowledgement before the next (a closed loop, like N HTTP clients of a durable endpoint, without
+HTTP, TLS, NGINX or the app's own work).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -58,7 +63,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[idx]
 
 
-async def run(duration: float, size: int) -> dict[str, Any]:
+async def run(duration: float, size: int, concurrency: int) -> dict[str, Any]:
     from kraftwerk_apps.producer.settings import ProducerSettings  # noqa: PLC0415
 
     settings = ProducerSettings(client_id="kraftwerk-bench-flat")
@@ -102,7 +107,19 @@ async def run(duration: float, size: int) -> dict[str, Any]:
             lat_by_sec[sec].append(now - start)
 
         sent = 0
-        while True:
+        if concurrency:
+
+            async def worker() -> None:
+                nonlocal sent
+                while (now := time.monotonic()) < end:
+                    sent += 1
+                    fut = await producer.send(topic, value=record("closed", sent, size))
+                    fut.add_done_callback(lambda f, s=now: done(s, f))
+                    with contextlib.suppress(Exception):  # counted by done()
+                        await fut
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        while not concurrency:
             now = time.monotonic()
             if now >= end:
                 break
@@ -121,6 +138,7 @@ async def run(duration: float, size: int) -> dict[str, Any]:
     lat_all = [v for s in range(window) for v in lat_by_sec[s]]
     return {
         "builder": builder,
+        "concurrency": concurrency or None,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": settings.linger_ms,
@@ -150,9 +168,13 @@ async def run(duration: float, size: int) -> dict[str, Any]:
 
 def main() -> None:
     duration, size = float(sys.argv[1]), int(sys.argv[2])
-    for path in sys.argv[3:]:
+    rest = sys.argv[3:]
+    concurrency = 0
+    if rest and rest[0].startswith("--concurrency="):
+        concurrency = int(rest.pop(0).split("=", 1)[1])
+    for path in rest:
         load_env_file(path)
-    result = asyncio.run(run(duration, size))
+    result = asyncio.run(run(duration, size, concurrency))
     sys.stdout.write("BENCHJSON " + json.dumps(result) + "\n")
 
 

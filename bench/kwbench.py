@@ -38,6 +38,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -155,6 +156,76 @@ def cpu_times() -> tuple[int, int]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+# Who used the CPU: the lab's hosts are nspawn machines on this kernel, so their processes are in /proc here.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("kafka", ("kafka.Kafka",)),
+    ("kafka-cli", ("org.apache.kafka.", "kafka.admin.", "kafka.tools.")),
+    # wrk, and the aiokafka producer that flat_phase pipes to the producer host's python (the producer's venv)
+    ("loadgen", ("wrk ", "/python - ")),
+    ("seed", ("seed_app.py",)),
+    ("producer", ("kraftwerk-producer",)),
+    ("consumer", ("kraftwerk-consumer",)),
+    ("nginx", ("nginx:",)),
+)
+
+
+def process_ticks() -> dict[tuple[int, int], tuple[str, int]]:
+    """(pid, start time) -> (component, CPU jiffies so far) of every process on this kernel that belongs to a
+    component. The process that runs this bench (the e2e client, and wrk's time once waited for) is loadgen."""
+    procs: dict[tuple[int, int], tuple[str, int]] = {}
+    me = os.getpid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        if int(d.name) == me:
+            name: str | None = "loadgen"
+            ticks += int(fields[13]) + int(fields[14])  # + waited-for children
+        else:
+            name = next((n for n, needles in COMPONENTS if any(x in cmd for x in needles)), None)
+        if name:
+            procs[(int(d.name), int(fields[19]))] = (name, ticks)
+    return procs
+
+
+class CpuMeter:
+    """The machine's busy share during a phase, split by component. /proc is sampled every second, so that
+    a process that ends before the phase does (perf-test, the aiokafka producer) still counts, less its last
+    second; what no component accounts for (sshd, systemd, anything else on the machine) is "other"."""
+
+    def __init__(self) -> None:
+        self.busy0, self.total0 = cpu_times()
+        self.first = process_ticks()
+        self.last = dict(self.first)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.last.update(process_ticks())
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        busy1, total1 = cpu_times()
+        self.last.update(process_ticks())
+        total = max(total1 - self.total0, 1)
+        used: dict[str, int] = defaultdict(int)
+        for key, (name, ticks) in self.last.items():
+            used[name] += ticks - self.first.get(key, (name, 0))[1]
+        share = {k: round(100 * v / total, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0}
+        busy = round(100 * (busy1 - self.busy0) / total, 1)
+        share["other"] = round(max(busy - sum(share.values()), 0.0), 1)
+        return {"cpu_busy_pct": busy, "cpu_pct_by_component": share}
 
 
 @dataclass
@@ -401,9 +472,9 @@ def wrk_phase(lab: Lab, mode: str, path: str, kind: str, duration: int, per_requ
         str(BENCH / "wrk.lua"),
         lab.base + path,
     ]
-    busy0, total0 = cpu_times()
+    meter = CpuMeter()
     res = run(cmd, duration + 60, env=env)
-    busy1, total1 = cpu_times()
+    cpu = meter.stop()
     data = bench_json(res.stdout)
     secs = data["duration_us"] / 1e6
     bad = sum(data["bad_per_epoch_second"].values())
@@ -426,7 +497,7 @@ def wrk_phase(lab: Lab, mode: str, path: str, kind: str, duration: int, per_requ
         "msg_per_s": round(ok * per_request / secs, 1),
         "latency_ms": {k: round(v / 1000, 2) for k, v in lat.items() if v is not None},
         "per_second_ok": series,
-        "cpu_busy_pct": round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1),
+        **cpu,
     }
     if bad or errors:
         log(f"  {bad} non-2xx answers {data['bad_status_codes']}, {errors} socket errors")
@@ -619,16 +690,17 @@ def producer_unit(lab: Lab) -> tuple[str, list[str]]:
     return f"{m.group(1)}/python", files
 
 
-def flat_phase(lab: Lab, duration: int) -> dict[str, Any]:
+def flat_phase(lab: Lab, duration: int, concurrency: int = 0) -> dict[str, Any]:
     python, env_files = producer_unit(lab)
-    cmd = shlex.join([python, "-", str(duration), "200", *env_files])
-    busy0, total0 = cpu_times()
+    opts = [f"--concurrency={concurrency}"] if concurrency else []
+    cmd = shlex.join([python, "-", str(duration), "200", *opts, *env_files])
+    meter = CpuMeter()
     res = ssh(lab, lab.app, cmd, duration + 120, input_text=(BENCH / "aiokafka_flat.py").read_text())
-    busy1, total1 = cpu_times()
+    cpu = meter.stop()
     data = bench_json(res.stdout)
     data["host"] = lab.app
     data["python"] = python
-    data["cpu_busy_pct"] = round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
+    data.update(cpu)
     return data
 
 
@@ -686,9 +758,9 @@ def perf_phase(
         f"--throughput -1 --payload-file {PERF_PAYLOADS} --producer.config /etc/kafka/admin.properties "
         "--producer-props " + " ".join(f"{k}={v}" for k, v in props.items())
     )
-    busy0, total0 = cpu_times()
+    meter = CpuMeter()
     res = ssh(lab, lab.kafka, perf + "; true", duration + 90)
-    busy1, total1 = cpu_times()
+    cpu = meter.stop()
     windows = [
         {"records": int(m[0]), "rec_per_s": float(m[1]), "avg_ms": float(m[2]), "max_ms": float(m[3])}
         for m in re.findall(
@@ -713,7 +785,7 @@ def perf_phase(
         "windows": windows,
         "avg_latency_ms": round(sum(w["avg_ms"] for w in steady) / len(steady), 1),
         "max_latency_ms": max(w["max_ms"] for w in steady),
-        "cpu_busy_pct": round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1),
+        **cpu,
     }
 
 
@@ -728,6 +800,18 @@ def fmt(x: float | None, unit: str = "") -> str:
     if x is None:
         return "n/a"
     return f"{x:,.0f}{unit}" if abs(x) >= 100 else f"{x:,.1f}{unit}"
+
+
+CPU_COLUMNS = ("kafka", "producer", "consumer", "nginx", "seed", "loadgen", "kafka-cli", "other")
+
+
+def cpu_rows(p: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = [(k, v) for k, v in p.items() if isinstance(v, dict) and "cpu_pct_by_component" in v]
+    rows += [
+        (f"e2e {e.get('target_msg_per_s')}", e) for e in (p.get("e2e") or {}).get("runs", [])
+        if "cpu_pct_by_component" in e
+    ]
+    return rows
 
 
 def report_md(r: dict[str, Any]) -> str:
@@ -761,6 +845,13 @@ def report_md(r: dict[str, Any]) -> str:
             http_cell("send"),
             "seed-style producer (no ack awaited): " + http_cell("seed"),
             ratio(get("send", "req_per_s"), get("seed", "req_per_s")),
+        ),
+        (
+            "POST /api/send",
+            http_cell("send"),
+            f"plain aiokafka, {CONNECTIONS} tasks each awaiting its ack (no HTTP): " + msg_cell("closed")
+            + f", p99 {fmt(get('closed', 'latency_ms', 'p99'))} ms",
+            ratio(get("send", "req_per_s"), get("closed", "msg_per_s")),
         ),
         (
             "POST /api/send/batch 100x200B",
@@ -842,6 +933,17 @@ def report_md(r: dict[str, Any]) -> str:
         + ", ".join(
             f"{k} {v.get('cpu_busy_pct')}" for k, v in p.items() if isinstance(v, dict) and "cpu_busy_pct" in v
         ),
+        "",
+        "Who used the CPU in each phase (% of all cores; loadgen = wrk, the e2e client, the aiokafka producer):",
+        "",
+        "| phase | busy | " + " | ".join(CPU_COLUMNS) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in CPU_COLUMNS) + " |",
+        *[
+            f"| {k} | {v.get('cpu_busy_pct')} | "
+            + " | ".join(str(v["cpu_pct_by_component"].get(c, 0)) for c in CPU_COLUMNS)
+            + " |"
+            for k, v in cpu_rows(p)
+        ],
         "",
         "e2e: delivered = the record, or a later offset of its partition, was on the SSE stream (it shows the newest "
         "10 records only); latency from the start of the POST. See docs/benchmarks.md.",
@@ -1099,20 +1201,21 @@ def main() -> int:
         phase(r, "seed", lambda: wrk_phase(lab, "send", "/bench/seed/send", "seed", args.duration))
         r["settle"]["before_send"] = settle(lab, args.settle)
         phase(r, "send", lambda: wrk_phase(lab, "send", "/api/send", "send", args.duration))
+        r["settle"]["before_closed"] = settle(lab, args.settle)
+        phase(r, "closed", lambda: flat_phase(lab, args.duration, concurrency=CONNECTIONS))
         runs = []
         run_id = uuid.uuid4().hex[:8]
         for rate in [int(x) for x in args.e2e_rates.split(",") if x.strip()]:
             r["settle"][f"before_e2e_{rate}"] = settle(lab, args.settle)
             log(f"phase e2e at {rate} msg/s")
-            busy0, total0 = cpu_times()
+            meter = CpuMeter()
             try:
                 e = asyncio.run(e2e_run(lab, rate, args.e2e_duration, run_id))
             except (BenchError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log(f"  e2e {rate} FAILED: {exc!r}")
                 r["errors"].append(f"e2e {rate}: {exc!r}")
                 e = {"target_msg_per_s": rate, "error": repr(exc)}
-            busy1, total1 = cpu_times()
-            e["cpu_busy_pct"] = round(100 * (busy1 - busy0) / max(total1 - total0, 1), 1)
+            e.update(meter.stop())
             log(
                 f"  e2e {rate}: "
                 + json.dumps({k: e.get(k) for k in ("achieved_msg_per_s", "ok", "delivered", "e2e_ms", "http_ms")})

@@ -144,7 +144,7 @@ class HistoryReader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_min_bytes=self._settings.fetch_min_bytes,
+            fetch_min_bytes=self._settings.history_fetch_min_bytes,
             fetch_max_wait_ms=self._settings.history_fetch_max_wait_ms,
         )
 
@@ -155,6 +155,8 @@ class HistoryReader:
         )
         consumer = self._consumer
         next_refresh = 0.0
+        interval = s.history_poll_interval_ms / 1000
+        last_poll = 0.0
         while True:
             if time.monotonic() >= next_refresh:
                 ok = await self._refresh_partitions(consumer)
@@ -163,9 +165,17 @@ class HistoryReader:
             if not self._partitions:
                 await asyncio.sleep(1)
                 continue
+            # Long polls (fetch.min.bytes 1, a long fetch.max.wait.ms) cost nothing while the
+            # topic is idle and answer at once when a record comes. Under load, polling at most
+            # once an interval keeps the fetches (here and on the brokers) to one per broker per
+            # interval: aiokafka fetches a partition again only once its records were taken.
+            wait = last_poll + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             batches = await self._poll(consumer)
             records = [r for recs in batches.values() for r in recs]
             if records:
+                last_poll = time.monotonic()
                 self.add(records)
 
     def add(self, records: list[Any]) -> None:

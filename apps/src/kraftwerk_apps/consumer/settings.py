@@ -37,8 +37,8 @@ class ConsumerSettings(KafkaClientSettings):
     fetch_min_bytes: int = Field(
         default=65_536,
         ge=1,
-        description="Kafka's fetch.min.bytes for both readers: the broker answers a fetch once "
-        "this much is there, or after the reader's fetch max wait.",
+        description="Kafka's fetch.min.bytes for the group consumer: the broker answers a fetch "
+        "once this much is there, or after group_fetch_max_wait_ms.",
     )
     group_fetch_max_wait_ms: int = Field(
         default=200,
@@ -46,11 +46,25 @@ class ConsumerSettings(KafkaClientSettings):
         description="fetch.max.wait.ms of the group consumer: how late processing may start "
         "(fewer polls and offset commits).",
     )
+    history_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        description="fetch.min.bytes of the page's reader: 1 = the broker answers as soon as a "
+        "record is there (a new message shows up after one round trip).",
+    )
     history_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        description="fetch.max.wait.ms of the page's reader: how long the broker holds a fetch "
+        "while there is nothing new (a long poll: an idle topic costs a few fetches a second).",
+    )
+    history_poll_interval_ms: int = Field(
         default=10,
         ge=0,
-        description="fetch.max.wait.ms of the history reader: how late a message may show up "
-        "on the page (keep it small).",
+        le=1000,
+        description="Least time between two polls of the page's reader that returned records: "
+        "under load, at most one fetch per broker per interval (a message may show up that much "
+        "later).",
     )
 
     # --- processing and DLQ -------------------------------------------------------------
