@@ -87,7 +87,10 @@ def playbook(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
     # Molecule's own ANSIBLE_* settings (roles path, library, config) point into its scenario: drop them
     # and use the project's ansible.cfg, as an operator would.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") or k == "ANSIBLE_VAULT_PASSWORD_FILE"}
-    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
+    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default",
+               # Throw-away lab hosts with new host keys each time (Molecule's inventory says
+               # StrictHostKeyChecking=no; Mitogen goes by this setting).
+               ANSIBLE_HOST_KEY_CHECKING="False")
     return subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(ROOT / path), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)

@@ -125,3 +125,56 @@ class Load:
                 return conn
             time.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+# --- Reading the topic back: was every acknowledged message written exactly once? -------------------------
+
+
+def read_back(kafka_host: Any, bootstrap: str, admin_config: str, topic: str, run_id: str,
+              timeout_ms: int = 15000) -> Counter[str]:
+    """How often each message id of this run is in the topic: the console consumer on a Kafka host, as the
+    admin principal, from the beginning with a throw-away group (deleted after); it ends when nothing came
+    for ``timeout_ms``."""
+    group = f"kraftwerk-check-{run_id}"
+    res = kafka_host.run(
+        f"kafka-console-consumer --bootstrap-server {bootstrap} --consumer.config {admin_config} --topic {topic} "
+        f"--from-beginning --timeout-ms {timeout_ms} --group {group} 2>/dev/null")
+    kafka_host.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --command-config {admin_config} "
+                   f"--delete --group {group}")
+    found: Counter[str] = Counter()
+    for line in res.stdout.splitlines():
+        if run_id in line:
+            try:
+                found[json.loads(line)["id"]] += 1
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
+def tally(result: LoadResult, found: Counter[str]) -> dict[str, Any]:
+    """The counts a closing note quotes: acknowledged, found, lost, duplicates, given up, statuses per phase."""
+    acked = set(result.acked)
+    lost = sorted(acked - set(found))
+    duplicates = sorted(k for k, n in found.items() if n > 1)
+    return {
+        "acknowledged": len(acked),
+        "found": len(found),
+        "found_not_acknowledged": len(set(found) - acked),
+        "lost": len(lost),
+        "lost_examples": lost[:5],
+        "duplicates": len(duplicates),
+        "duplicate_examples": duplicates[:5],
+        "given_up": len(result.given_up),
+        "replayed_answers": result.replayed,
+        "statuses": {phase: dict(c) for phase, c in result.statuses.items()},
+        "server_errors": {phase: result.server_errors(phase) for phase in result.statuses},
+    }
+
+
+def assert_nothing_lost(result: LoadResult, counts: dict[str, Any]) -> None:
+    """Every acknowledged message is in the topic once; no unexpected status; no message given up."""
+    assert not result.unexpected, result.unexpected[:5]
+    assert counts["acknowledged"] > 0, "nothing was acknowledged"
+    assert not counts["lost"], f"{counts['lost']} acknowledged messages are not in the topic: {counts['lost_examples']}"
+    assert not counts["duplicates"], f"{counts['duplicates']} messages are in the topic twice: {counts['duplicate_examples']}"
+    assert not result.given_up, result.given_up[:5]

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import ADMIN_CONFIG, address, host, hosts_of, playbook
-from loadgen import Load
+from loadgen import Load, assert_nothing_lost, read_back, tally
 
 T = TypeVar("T")
 KAFKA = hosts_of("kafka")
@@ -196,37 +196,16 @@ def test_send_survives_a_broker_kill_and_a_rolling_restart(
         load.stop()
 
     result = load.result
-    values = read_topic(kafka1, bootstrap, TOPIC)
-    found: Counter[str] = Counter()
-    for line in values:
-        if run_id in line:
-            try:
-                found[json.loads(line)["id"]] += 1
-            except (ValueError, KeyError):
-                continue
-    acked = set(result.acked)
-    lost = sorted(acked - set(found))
-    duplicates = sorted(k for k, n in found.items() if n > 1)
+    counts = tally(result, read_back(kafka1, bootstrap, ADMIN_CONFIG, TOPIC, run_id))
     summary = {
         "command": "molecule test (verify: test_data_path.py::test_send_survives_a_broker_kill_and_a_rolling_restart)",
         "victim": victim,
-        "acknowledged": len(acked),
-        "found": len(found),
-        "found_not_acknowledged": len(set(found) - acked),
-        "lost": len(lost),
-        "duplicates": len(duplicates),
-        "given_up": len(result.given_up),
-        "replayed_answers": result.replayed,
-        "statuses": {phase: dict(c) for phase, c in result.statuses.items()},
-        "server_errors": {phase: result.server_errors(phase) for phase in result.statuses},
+        **counts,
         **timings,
     }
     out = Path(os.environ.get("KRAFTWERK_RESULTS_DIR", tempfile.gettempdir())) / "data-path-under-faults.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))  # noqa: T201 - the numbers the closing note quotes
 
-    assert not result.unexpected, result.unexpected[:5]
-    assert not lost, f"{len(lost)} acknowledged messages are not in the topic: {lost[:5]}"
-    assert not duplicates, f"{len(duplicates)} messages are in the topic twice: {duplicates[:5]}"
+    assert_nothing_lost(result, counts)
     assert summary["server_errors"].get("rolling", 0) == 0, summary["statuses"].get("rolling")
-    assert not result.given_up, result.given_up[:5]

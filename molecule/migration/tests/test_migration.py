@@ -14,12 +14,11 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from kraftwerk_molecule_common import ADMIN_CONFIG, address, host, hosts_of, playbook
-from loadgen import Load
+from loadgen import Load, assert_nothing_lost, read_back, tally
 
 KAFKA = hosts_of("kafka")
 EDGE_IP = address(hosts_of("nginx")[0])
@@ -69,34 +68,14 @@ def test_plaintext_cluster_migrates_to_sasl_ssl_under_load(tls: ssl.SSLContext, 
 
     kafka1 = host(KAFKA[0])
     bootstrap = ",".join(f"{address(h)}:9095" for h in KAFKA)
-    group = f"migration-check-{run_id}"
-    out = kafka1.check_output(
-        f"kafka-console-consumer --bootstrap-server {bootstrap} --consumer.config {ADMIN_CONFIG} --topic {TOPIC} "
-        f"--from-beginning --timeout-ms 30000 --group {group} 2>/dev/null")
-    kafka1.run(f"kafka-consumer-groups --bootstrap-server {bootstrap} --command-config {ADMIN_CONFIG} --delete --group {group}")
-    found: Counter[str] = Counter()
-    for line in out.splitlines():
-        if run_id in line:
-            try:
-                found[json.loads(line)["id"]] += 1
-            except (ValueError, KeyError):
-                continue
     result = load.result
-    acked = set(result.acked)
-    lost = sorted(acked - set(found))
-    duplicates = sorted(k for k, n in found.items() if n > 1)
+    counts = tally(result, read_back(kafka1, bootstrap, ADMIN_CONFIG, TOPIC, run_id, timeout_ms=30000))
     summary = {
         "command": "molecule test -s migration (test_migration.py)",
         "migration_s": duration,
         "kafka_restarts": len(restarts),
-        "acknowledged": len(acked),
         "acknowledged_during_migration": acked_during,
-        "found": len(found),
-        "lost": len(lost),
-        "duplicates": len(duplicates),
-        "given_up": len(result.given_up),
-        "statuses": {phase: dict(c) for phase, c in result.statuses.items()},
-        "server_errors": {phase: result.server_errors(phase) for phase in result.statuses},
+        **counts,
     }
     path = Path(os.environ.get("KRAFTWERK_RESULTS_DIR", tempfile.gettempdir())) / "migration-under-load.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -105,7 +84,4 @@ def test_plaintext_cluster_migrates_to_sasl_ssl_under_load(tls: ssl.SSLContext, 
     # Three rolls of three nodes: add the listeners, move the traffic, drop the old ones.
     assert len(restarts) == 9, restarts
     assert acked_during > 0, "the producer acknowledged nothing while the migration ran"
-    assert not result.unexpected, result.unexpected[:5]
-    assert not lost, f"{len(lost)} acknowledged messages are not in the topic: {lost[:5]}"
-    assert not duplicates, f"{len(duplicates)} messages are in the topic twice: {duplicates[:5]}"
-    assert not result.given_up, result.given_up[:5]
+    assert_nothing_lost(result, counts)
