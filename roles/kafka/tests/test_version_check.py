@@ -50,7 +50,7 @@ def run(tmp: Path, installed: dict[str, str | None], extra: dict[str, object]) -
                  "kafka_install_root": str(tree(tmp / h, v))} for h, v in installed.items()}
     inv = {"all": {"children": {"kafka": {"hosts": hosts}}}}
     (tmp / "hosts.yml").write_text(json.dumps(inv))
-    (tmp / "play.yml").write_text(PLAY)
+    (tmp / "play.yml").write_text(str(extra.pop("_play", PLAY)))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(REPO / "roles"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml"),
@@ -89,3 +89,16 @@ def test_upgrade_is_reported_and_no_change_is_silent(tmp_path: Path) -> None:
     assert res.returncode == 0, out[-4000:]
     assert "Report the version change" not in out or "skipping: [k1]" in out
     assert "unpacked beside the old version" not in out
+
+
+def test_finalize_names_the_nodes_that_do_not_run_the_target(tmp_path: Path) -> None:
+    """finalize_upgrade.yml (playbooks/finalize-upgrade.yml) goes by what runs: here nothing does, whatever
+    `current` points at, so every node is a laggard and nothing is finalized."""
+    play = PLAY.replace("tasks_from: version", "tasks_from: finalize_upgrade")
+    res = run(tmp_path, {"k1": "3.9.1", "k2": "3.9.1", "k3": "3.8.1"},
+              {"kafka_version": "3.9.1", "_kafka_validated": True, "_play": play})
+    out = flat(res)
+    assert res.returncode != 0
+    assert ("metadata.version is raised only once every broker and controller runs Kafka 3.9.1. Not yet: "
+            "k1 (Kafka is not running); k2 (Kafka is not running); k3 (Kafka is not running)") in out, out[-4000:]
+    assert "Finalize metadata.version" not in out
