@@ -1,9 +1,13 @@
-"""Start a throw-away single-node KRaft Kafka 3.9.1 from jars (for the integration tests).
+"""Start a throw-away single-node KRaft Kafka from jars (for the integration tests).
+
+The version is 3.9.1 unless asked otherwise (``version=``): any version with a pinned manifest
+``roles/kafka/vars/maven-<version>.yml`` (the role's upgrade test runs 3.8.1, then 3.9.1 on the
+same log dir).
 
 Environment:
   KRAFTWERK_TEST_BOOTSTRAP    use this existing cluster instead of starting one
-  KRAFTWERK_TEST_KAFKA_LIBS   directory with the Kafka jars
-                              (default ~/.cache/kraftwerk/kafka-3.9.1-maven/libs; fetched with
+  KRAFTWERK_TEST_KAFKA_LIBS   directory with the Kafka 3.9.1 jars
+                              (default ~/.cache/kraftwerk/kafka-<version>-maven/libs; fetched with
                               lab/fetch-kafka-maven.py when missing)
   KRAFTWERK_TEST_KAFKA_PORT / KRAFTWERK_TEST_CONTROLLER_PORT   default 29092 / 29093
   KRAFTWERK_TEST_JAVA         java binary (default: java on PATH)
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_LIBS = Path.home() / ".cache/kraftwerk/kafka-3.9.1-maven/libs"
+DEFAULT_VERSION = "3.9.1"
+DEFAULT_LIBS = Path.home() / f".cache/kraftwerk/kafka-{DEFAULT_VERSION}-maven/libs"
 FETCH_SCRIPT = REPO_ROOT / "lab/fetch-kafka-maven.py"
-MANIFEST = REPO_ROOT / "roles/kafka/vars/maven-3.9.1.yml"
+MANIFEST = REPO_ROOT / f"roles/kafka/vars/maven-{DEFAULT_VERSION}.yml"
 HOST = "127.0.0.1"
 
 
@@ -36,6 +41,10 @@ class KafkaProcess:
     bootstrap: str
     process: subprocess.Popen[bytes] | None
     workdir: Path | None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -54,18 +63,28 @@ def port_open(port: int, host: str = HOST) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def ensure_libs() -> Path:
-    libs = Path(os.environ.get("KRAFTWERK_TEST_KAFKA_LIBS", str(DEFAULT_LIBS))).expanduser()
-    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+def ensure_libs(version: str = DEFAULT_VERSION, verify: bool = False) -> Path:
+    """The directory holding the pinned jars of ``version``, fetched when missing.
+
+    With ``verify``, the fetch script also runs when the jars are there: it checks each one against
+    the manifest's sha256 (and fetches what is missing or different), so a wrong manifest fails.
+    """
+    default = Path.home() / f".cache/kraftwerk/kafka-{version}-maven/libs"
+    override = os.environ.get("KRAFTWERK_TEST_KAFKA_LIBS") if version == DEFAULT_VERSION else None
+    libs = Path(override or str(default)).expanduser()
+    manifest = REPO_ROOT / f"roles/kafka/vars/maven-{version}.yml"
+    jar = f"kafka_2.13-{version}.jar"
+    if (libs / jar).is_file() and not verify:
         return libs
-    if not FETCH_SCRIPT.exists() or not MANIFEST.exists():
+    if not FETCH_SCRIPT.exists() or not manifest.exists():
         raise KafkaStartError(
-            f"Kafka jars missing in {libs} and {FETCH_SCRIPT} / {MANIFEST} not found to fetch "
+            f"Kafka jars missing in {libs} and {FETCH_SCRIPT} / {manifest} not found to fetch "
             "them; set KRAFTWERK_TEST_KAFKA_LIBS or KRAFTWERK_TEST_BOOTSTRAP"
         )
-    cmd = [sys.executable, str(FETCH_SCRIPT), "--manifest", str(MANIFEST), "--dest", str(libs)]
+    cmd = [sys.executable, str(FETCH_SCRIPT), "--manifest", str(manifest), "--dest", str(libs)]
+    cmd.append("--quiet")
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+    if result.returncode != 0 or not (libs / jar).is_file():
         raise KafkaStartError(
             f"fetching Kafka jars failed ({result.returncode}): {result.stdout[-2000:]}"
             f"{result.stderr[-2000:]}"
@@ -122,9 +141,23 @@ def _run_tool(java: str, classpath: str, args: list[str]) -> str:
     return result.stdout.strip()
 
 
-def start_kafka(workdir: Path, timeout: float = 120.0) -> KafkaProcess:
-    port = int(os.environ.get("KRAFTWERK_TEST_KAFKA_PORT", "29092"))
-    cport = int(os.environ.get("KRAFTWERK_TEST_CONTROLLER_PORT", "29093"))
+def start_kafka(
+    workdir: Path,
+    timeout: float = 120.0,
+    version: str = DEFAULT_VERSION,
+    libs: Path | None = None,
+    ports: tuple[int, int] | None = None,
+) -> KafkaProcess:
+    """Start a combined broker+controller in ``workdir``; format its log dir only once.
+
+    A ``workdir`` whose ``data/meta.properties`` exists (left by an earlier start, e.g. of another
+    version) is started as it is: that is a node restarted on new jars. ``ports``: (client,
+    controller), else the environment's (default 29092, 29093).
+    """
+    port, cport = ports or (
+        int(os.environ.get("KRAFTWERK_TEST_KAFKA_PORT", "29092")),
+        int(os.environ.get("KRAFTWERK_TEST_CONTROLLER_PORT", "29093")),
+    )
     for p in (port, cport):
         if port_open(p):
             raise KafkaStartError(
@@ -132,7 +165,7 @@ def start_kafka(workdir: Path, timeout: float = 120.0) -> KafkaProcess:
                 "KRAFTWERK_TEST_BOOTSTRAP to use it"
             )
     java = _java()
-    libs = ensure_libs()
+    libs = libs or ensure_libs(version)
     classpath = f"{libs}/*"
     workdir.mkdir(parents=True, exist_ok=True)
     props = workdir / "server.properties"
@@ -141,8 +174,13 @@ def start_kafka(workdir: Path, timeout: float = 120.0) -> KafkaProcess:
     )
     log4j = workdir / "log4j.properties"
     log4j.write_text(LOG4J.format(logfile=workdir / "server.log"))
-    cluster_id = _run_tool(java, classpath, ["random-uuid"]).splitlines()[-1]
-    _run_tool(java, classpath, ["format", "-t", cluster_id, "-c", str(props)])
+    if not (workdir / "data" / "meta.properties").exists():
+        cluster_id = _run_tool(java, classpath, ["random-uuid"]).splitlines()[-1]
+        _run_tool(java, classpath, ["format", "-t", cluster_id, "-c", str(props)])
+    server_log = workdir / "server.log"
+    # Only this start's lines count below ("started"): keep an earlier start's log beside it.
+    if server_log.exists():
+        server_log.rename(workdir / f"server.log.{int(time.time() * 1000)}")
     out = (workdir / "stdout.log").open("wb")
     process = subprocess.Popen(
         [
@@ -163,7 +201,6 @@ def start_kafka(workdir: Path, timeout: float = 120.0) -> KafkaProcess:
     )
     kafka = KafkaProcess(f"{HOST}:{port}", process, workdir)
     deadline = time.monotonic() + timeout
-    server_log = workdir / "server.log"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise KafkaStartError(f"Kafka exited with {process.returncode}:\n{tail(workdir)}")
