@@ -25,7 +25,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from kraftwerk_apps.tools.backup_format import BackupReader, encode_record, write_backup
+from kraftwerk_apps.tools.backup_format import (
+    BackupFormatError,
+    BackupReader,
+    encode_record,
+    write_backup,
+)
 from kraftwerk_apps.tools.topic_backup import (
     BackupError,
     TopicBackupSettings,
@@ -299,6 +304,18 @@ async def test_import_refuses_fewer_partitions(kafka_bootstrap: str, backup: Pat
     with pytest.raises(BackupError, match=r"has 4 partitions, the backup .* needs at least 5"):
         await import_topic(_settings(kafka_bootstrap), backup, target, allow_non_empty=False)
     assert await _read_topic(kafka_bootstrap, target, PARTITIONS - 1) == []
+
+
+async def test_import_refuses_a_truncated_file_before_writing(
+    kafka_bootstrap: str, backup: Path, tmp_path: Path
+) -> None:
+    target = await _fresh_topic(kafka_bootstrap, PARTITIONS, CREATE_TIME)
+    data = await asyncio.to_thread(backup.read_bytes)
+    truncated = tmp_path / "truncated.jsonl.gz"
+    await asyncio.to_thread(truncated.write_bytes, data[: len(data) * 2 // 3])
+    with pytest.raises(BackupFormatError, match="damaged or truncated"):
+        await import_topic(_settings(kafka_bootstrap), truncated, target, allow_non_empty=False)
+    assert await _read_topic(kafka_bootstrap, target) == []
 
 
 async def test_import_refuses_a_topic_with_records(kafka_bootstrap: str, backup: Path) -> None:

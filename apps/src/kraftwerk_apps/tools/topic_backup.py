@@ -293,10 +293,19 @@ async def _check_target(
     return partitions, timestamp_type, {p: end for p, (_, end) in offsets.items()}
 
 
+def _check_file(source: Path) -> None:
+    with BackupReader(source) as reader:
+        for _ in reader.records():
+            pass
+
+
 async def import_topic(
     settings: TopicBackupSettings, source: Path, topic: str, allow_non_empty: bool
 ) -> dict[str, Any]:
     _check_codecs()
+    # The whole file is read once before anything is written: a damaged or truncated file (gzip
+    # checks its CRC only at the end) fails here rather than after half of it was restored.
+    await asyncio.to_thread(_check_file, source)
     with BackupReader(source) as reader:
         header = reader.header
         partitions, timestamp_type, start_offsets = await _check_target(
