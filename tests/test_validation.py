@@ -112,6 +112,8 @@ CASES = [
      "kafka_admin_password (password of SCRAM user admin) must be set"),
     ("app password missing", THREE, None, {"kraftwerk_consumer_kafka_password": ""},
      "kafka_scram_users[1].password (password of SCRAM user kraftwerk-consumer) must be set"),
+    ("backup password too short", THREE, None, {"kraftwerk_backup_kafka_password": "short"},
+     "kafka_scram_users[2].password (password of SCRAM user kraftwerk-backup) must be set"),
     ("certificate without its key", THREE, None, {"kafka_tls_certificate": "-----BEGIN CERTIFICATE-----"},
      "kafka_tls_certificate and kafka_tls_private_key go together"),
     ("owned TLS key in the escape hatch", THREE, None,

@@ -151,6 +151,15 @@ def test_consumer_principal_can_not_write(kafka1: Any, client_config: Any, secre
     assert "TopicAuthorizationException" in res.stderr or "Not authorized to access topics" in res.stderr, res.stderr[-2000:]
 
 
+def test_backup_principal_can_not_write_the_topics_it_backs_up(kafka1: Any, client_config: Any,
+                                                               secrets: dict[str, Any]) -> None:
+    cfg = client_config(scram("kraftwerk-backup", secrets["vault_kraftwerk_backup_kafka_password"]) + "acks=all\n")
+    marker = "intruder-" + uuid.uuid4().hex
+    res = kafka1.run(f"echo {marker} | timeout 120 kafka-console-producer --bootstrap-server {bootstrap()} "
+                     f"--producer.config {cfg} --topic {TOPIC}")
+    assert "TopicAuthorizationException" in res.stderr or "Not authorized to access topics" in res.stderr, res.stderr[-2000:]
+
+
 def test_consumer_principal_can_not_change_or_delete_the_topic(kafka1: Any, client_config: Any,
                                                                 secrets: dict[str, Any]) -> None:
     cfg = client_config(scram("kraftwerk-consumer", secrets["vault_kraftwerk_consumer_kafka_password"]))
@@ -169,7 +178,7 @@ def test_consumer_principal_can_not_change_or_delete_the_topic(kafka1: Any, clie
 def test_acls_are_exactly_the_declared_ones(kafka1: Any) -> None:
     out = kafka1.check_output(f"kafka-acls --bootstrap-server {bootstrap()} --command-config {ADMIN_CONFIG} --list")
     principals = set(re.findall(r"principal=(User:[^,]+)", out))
-    assert principals == {"User:kraftwerk-producer", "User:kraftwerk-consumer"}, out
+    assert principals == {"User:kraftwerk-producer", "User:kraftwerk-consumer", "User:kraftwerk-backup"}, out
     assert "operation=ALL" not in out
 
 

@@ -22,8 +22,8 @@ def split_csv(value: Any) -> Any:
     return value
 
 
-class KafkaClientSettings(BaseSettings):
-    """Connection settings for Kafka plus the common HTTP server settings."""
+class KafkaConnectionSettings(BaseSettings):
+    """How to reach Kafka: brokers, TLS, SASL (shared by the services and the CLI tools)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -31,13 +31,10 @@ class KafkaClientSettings(BaseSettings):
         extra="ignore",
     )
 
-    # --- Kafka --------------------------------------------------------------
     bootstrap_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:9092"],
         description="Comma-separated host:port list of Kafka brokers.",
     )
-    topic: str = "test-topic"
-    dlq_topic: str = "test-topic.dlq"
     client_id: str = "kraftwerk"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
@@ -47,37 +44,6 @@ class KafkaClientSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
-    # Back-off for (re)connecting to Kafka at start-up (the app keeps serving meanwhile).
-    connect_backoff_seconds: float = Field(default=1.0, gt=0)
-    connect_backoff_max_seconds: float = Field(default=30.0, gt=0)
-    readiness_timeout_seconds: float = Field(default=3.0, gt=0)
-
-    # --- HTTP server ----------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    access_log: bool = Field(
-        default=False,
-        description="uvicorn's access log line per request (a JSON log line costs about as "
-        "much CPU as a whole /healthz request; NGINX logs every request at the edge anyway).",
-    )
-    root_path: str = Field(default="", description="Set when served under a URL prefix by NGINX.")
-    proxy_headers: bool = True
-    forwarded_allow_ips: str = "127.0.0.1"
-    graceful_shutdown_seconds: float = Field(default=5.0, ge=0)
-    keepalive_timeout_seconds: int = Field(
-        default=75,
-        ge=1,
-        description="uvicorn's idle keep-alive timeout; keep it above NGINX's upstream "
-        "keepalive_timeout (60s) so that NGINX, not uvicorn, closes idle connections.",
-    )
-    fatal_exit_delay_seconds: float = Field(
-        default=1.0,
-        ge=0,
-        description="After a background task died: how long /readyz answers 503 with the "
-        "reason before the server shuts down and the process exits non-zero.",
-    )
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -114,3 +80,41 @@ class KafkaClientSettings(BaseSettings):
         if self.ssl_certfile:
             context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
         return context
+
+
+class KafkaClientSettings(KafkaConnectionSettings):
+    """Connection settings for Kafka plus the topics and the common HTTP server settings."""
+
+    topic: str = "test-topic"
+    dlq_topic: str = "test-topic.dlq"
+    # Back-off for (re)connecting to Kafka at start-up (the app keeps serving meanwhile).
+    connect_backoff_seconds: float = Field(default=1.0, gt=0)
+    connect_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    # --- HTTP server ----------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    access_log: bool = Field(
+        default=False,
+        description="uvicorn's access log line per request (a JSON log line costs about as "
+        "much CPU as a whole /healthz request; NGINX logs every request at the edge anyway).",
+    )
+    root_path: str = Field(default="", description="Set when served under a URL prefix by NGINX.")
+    proxy_headers: bool = True
+    forwarded_allow_ips: str = "127.0.0.1"
+    graceful_shutdown_seconds: float = Field(default=5.0, ge=0)
+    keepalive_timeout_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="uvicorn's idle keep-alive timeout; keep it above NGINX's upstream "
+        "keepalive_timeout (60s) so that NGINX, not uvicorn, closes idle connections.",
+    )
+    fatal_exit_delay_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a background task died: how long /readyz answers 503 with the "
+        "reason before the server shuts down and the process exits non-zero.",
+    )
