@@ -120,13 +120,15 @@ def test_the_gate_refuses_to_take_a_second_controller_down() -> None:
 
 
 def _caught_up_voters() -> set[str]:
-    """Voter ids the gate counts as caught up: the leader, and followers within its default max_voter_lag (20)
-    of the leader (``describe --replication``: NodeId, DirectoryId, LogEndOffset, Lag, ..., Status)."""
+    """Voter ids the gate counts as caught up (kafka_gate's defaults): the leader, and followers at most 20 records
+    behind it that fetched within 10 s of its clock (``describe --replication``)."""
     lines = [line.split() for line in quorum("replication").splitlines() if line.strip()]
     header = lines[0]
     rows = [dict(zip(header, cols)) for cols in lines[1:] if len(cols) >= len(header)]
+    now = max(int(r["LastFetchTimestamp"]) for r in rows if r["Status"] == "Leader")
     return {r["NodeId"] for r in rows if r["Status"] == "Leader"
-            or (r["Status"] == "Follower" and r["Lag"].isdigit() and int(r["Lag"]) <= 20)}
+            or (r["Status"] == "Follower" and r["Lag"].isdigit() and int(r["Lag"]) <= 20
+                and now - int(r["LastFetchTimestamp"]) <= 10_000)}
 
 
 def test_every_node_restarts_one_at_a_time_behind_the_gates_under_load(tls: ssl.SSLContext, api_key: str) -> None:

@@ -44,6 +44,13 @@ options:
     description: A voter whose metadata log is at most this many records behind the leader counts as caught up.
     type: int
     default: 20
+  max_voter_fetch_age_ms:
+    description:
+      - A follower voter counts as caught up only if it fetched from the leader within this many milliseconds
+        (measured on the leader's clock). Without it, a voter that stopped seconds ago would still count until the
+        leader appended C(max_voter_lag) more records.
+    type: int
+    default: 10000
   kafka_topics_bin:
     description: Path of the kafka-topics launcher.
     type: path
@@ -170,9 +177,11 @@ def parse_quorum(text):
             continue
         row = dict(zip(header, cols))
         lag = row.get("Lag", "")
+        fetched = row.get("LastFetchTimestamp", "")
         rows.append({
             "node_id": int(cols[0]),
             "lag": int(lag) if lag.lstrip("-").isdigit() else None,
+            "last_fetch_ms": int(fetched) if fetched.isdigit() else None,
             "status": row.get("Status", ""),
         })
     return rows
@@ -182,21 +191,32 @@ def _name(p):
     return "%s-%d" % (p["topic"], p["partition"])
 
 
-def _caught_up(voter, max_lag):
-    return voter["status"] == "Leader" or (voter["lag"] is not None and 0 <= voter["lag"] <= max_lag)
+def evaluate(phase, node_id, partitions, quorum, max_lag, max_fetch_age_ms=10000):
+    """Reasons why the condition does not hold (empty list: it holds).
 
-
-def evaluate(phase, node_id, partitions, quorum, max_lag):
-    """Reasons why the condition does not hold (empty list: it holds)."""
+    A follower voter is caught up when its lag is at most max_lag records and it fetched from the leader within
+    max_fetch_age_ms (both timestamps are the leader's clock: its own row's LastFetchTimestamp is its "now"). The
+    lag alone would count a voter that stopped seconds ago as caught up until the leader appended max_lag more
+    records."""
     reasons = []
     voters = [v for v in quorum if v["status"] in ("Leader", "Follower")]
     leader = [v for v in voters if v["status"] == "Leader"]
     if not leader:
         reasons.append("the metadata quorum has no leader")
-    lagging = [v["node_id"] for v in voters if not _caught_up(v, max_lag)]
+    now = leader[0].get("last_fetch_ms") if leader else None
+
+    def _caught_up(voter):
+        if voter["status"] == "Leader":
+            return True
+        if voter["lag"] is None or not 0 <= voter["lag"] <= max_lag:
+            return False
+        fetched = voter.get("last_fetch_ms")
+        return now is None or fetched is None or now - fetched <= max_fetch_age_ms
+
+    lagging = [v["node_id"] for v in voters if not _caught_up(v)]
     if phase == "before":
         if node_id in [v["node_id"] for v in voters]:
-            others = [v for v in voters if v["node_id"] != node_id and _caught_up(v, max_lag)]
+            others = [v for v in voters if v["node_id"] != node_id and _caught_up(v)]
             if len(others) < len(voters) // 2 + 1:
                 reasons.append(
                     "stopping voter %d leaves %d caught-up voter(s) of %d: no majority (lagging: %s)"
@@ -259,7 +279,8 @@ def poll(params, timeout):
         return errors, []
     partitions = parse_partitions(t_out, params["default_min_insync_replicas"])
     voters = parse_quorum(q_out)
-    return evaluate(params["phase"], params.get("node_id"), partitions, voters, params["max_voter_lag"]), voters
+    return evaluate(params["phase"], params.get("node_id"), partitions, voters, params["max_voter_lag"],
+                    params["max_voter_fetch_age_ms"]), voters
 
 
 def main():
@@ -270,6 +291,7 @@ def main():
             bootstrap_server=dict(type="str", required=True),
             default_min_insync_replicas=dict(type="int", default=1),
             max_voter_lag=dict(type="int", default=20),
+            max_voter_fetch_age_ms=dict(type="int", default=10000),
             kafka_topics_bin=dict(type="path", default="/usr/local/bin/kafka-topics"),
             kafka_metadata_quorum_bin=dict(type="path", default="/usr/local/bin/kafka-metadata-quorum"),
             command_config=dict(type="path"),

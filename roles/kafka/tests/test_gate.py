@@ -125,3 +125,22 @@ def test_an_rf1_partition_on_the_node_blocks_its_restart() -> None:
     reasons = gate.evaluate("before", 1, parts, quorum(), 20)
     assert reasons and "single-0" in reasons[0]
     assert gate.evaluate("before", 2, parts, quorum(), 20) == []
+
+
+def test_a_voter_that_stopped_fetching_is_not_caught_up_even_without_lag() -> None:
+    """Voter 1 stopped 30 s ago; the leader appended no record since (lag 0): it must not count for a majority."""
+    voters = quorum()
+    leader = next(v for v in voters if v["status"] == "Leader")
+    for v in voters:
+        if v["node_id"] == 1:
+            v["last_fetch_ms"] = leader["last_fetch_ms"] - 30_000
+    reasons = gate.evaluate("before", 2, partitions(), voters, 20)
+    assert reasons and "stopping voter 2 leaves 1 caught-up voter(s) of 3: no majority (lagging: [1])" in reasons[0]
+    assert gate.evaluate("after", 1, partitions(), voters, 20) == ["voter 1 is not caught up with the quorum leader yet"]
+    # Within the allowed fetch age it counts again (the control case).
+    assert gate.evaluate("before", 2, partitions(), voters, 20, max_fetch_age_ms=60_000) == []
+
+
+def test_parse_quorum_reads_the_fetch_times() -> None:
+    voters = {v["node_id"]: v for v in quorum()}
+    assert voters[3]["last_fetch_ms"] == 1795605061216 and voters[1]["last_fetch_ms"] == 1795605061108
