@@ -156,9 +156,19 @@ class Cluster:
             proc.wait(timeout=10)
 
     def stop(self) -> None:
-        # Brokers first, the quorum last (a broker's controlled shutdown needs the controllers).
-        for node in sorted(self.procs, reverse=True):
+        # Brokers first (a broker's controlled shutdown needs the controllers), then the quorum all at once (one by
+        # one, the last controller would wait for a majority that is gone).
+        for node in sorted(n for n in self.procs if n > 3):
             self.stop_node(node)
+        quorum = [self.procs[n] for n in (1, 2, 3) if n in self.procs and self.procs[n].poll() is None]
+        for proc in quorum:
+            proc.terminate()
+        for proc in quorum:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
     def tail(self, node: int, lines: int = 30) -> str:
         log = self.workdir / f"node{node}" / "server.log"
