@@ -379,3 +379,33 @@ def test_env_file_values_stay_on_their_line() -> None:
         assert value.startswith('"') and value.endswith('"'), line
         inner = value[1:-1].replace("\\\\", "").replace('\\"', "")
         assert '"' not in inner and "\n" not in inner, line
+
+
+def run_playbook(inventory: Path, path: str, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="default")
+    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / path), "-e", json.dumps(extra)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    pytest.param("k1", "k1 is a controller, a voter of the static quorum (k1, k2, k3): it can not be decommissioned",
+                 id="a controller"),
+    pytest.param("app1", "app1 is not a broker of this inventory (brokers: k1, k2, k3, k4)", id="not a broker"),
+    pytest.param("", "Name the inventory host to decommission: -e kafka_decommission_node=<host>", id="no node"),
+])
+def test_decommission_refuses_before_any_host(tmp_path: Path, node: str, message: str) -> None:
+    inventory = write_inventory(tmp_path, FOUR, apps=True, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_refused_before_any_host(run_playbook(inventory, "playbooks/decommission.yml",
+                                                {"kafka_decommission_node": node}), message)
+
+
+def test_decommission_of_a_broker_only_node_reaches_the_hosts(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_reaches_the_hosts(run_playbook(inventory, "playbooks/decommission.yml", {"kafka_decommission_node": "k4"}))
+
+
+def test_rebalance_with_a_bad_throttle_is_refused_before_any_host(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_refused_before_any_host(run_playbook(inventory, "playbooks/rebalance.yml", {"kafka_reassign_throttle": 10}),
+                                   "kafka_reassign_throttle must be a number of bytes per second (at least 1024")
