@@ -41,11 +41,11 @@ def listeners(**changes: dict[str, object]) -> list[dict[str, object]]:
 
 
 def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | None = None,
-                    apps: bool = False) -> Path:
+                    apps: bool = False, host_vars: dict[str, dict[str, object]] | None = None) -> Path:
     """Kafka hosts (and dedicated controllers); with apps, also app1 (producer and consumer) and edge1 (nginx)."""
     others = ["app1", "edge1"] if apps else []
     hosts = {h: {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh",
-                 "kafka_advertised_host": f"{h}.kraftwerk.invalid"}
+                 "kafka_advertised_host": f"{h}.kraftwerk.invalid", **(host_vars or {}).get(h, {})}
              for h in kafka + (controllers or []) + others}
     children: dict[str, object] = {"kafka": {"hosts": {h: {} for h in kafka}}}
     if controllers:
@@ -278,6 +278,72 @@ def test_malformed_kept_cluster_id_fails_before_any_host(tmp_path: Path) -> None
     assert_refused_before_any_host(run_site(inventory, {}), '(kafka_cluster_id_file) holds "not-a-cluster-id"')
 
 
+FOUR = ["k1", "k2", "k3", "k4"]
+ROLE_CASES = [
+    ("a fourth combined node", {}, "it needs an odd number"),
+    ("roles not a list", {"k4": {"kafka_process_roles": "broker"}}, 'k4: kafka_process_roles must be a list such as [broker]'),
+    ("unknown role", {"k4": {"kafka_process_roles": ["broker", "zookeeper"]}},
+     'k4: kafka_process_roles ["broker", "zookeeper"] may only narrow the roles its groups give it (broker, controller)'),
+    ("role given twice", {"k4": {"kafka_process_roles": ["broker", "broker"]}}, "may only narrow"),
+    ("no broker left", {h: {"kafka_process_roles": ["controller"]} for h in ["k1", "k2", "k3"]}
+     | {"k4": {"kafka_process_roles": ["controller"]}}, "the inventory has no broker"),
+]
+
+
+@pytest.mark.parametrize(("host_vars", "message"), [pytest.param(*c[1:], id=c[0]) for c in ROLE_CASES])
+def test_bad_process_roles_fail_before_any_host(tmp_path: Path, host_vars: dict[str, dict[str, object]],
+                                                message: str) -> None:
+    assert_refused_before_any_host(run_site(write_inventory(tmp_path, FOUR, host_vars=host_vars), {}), message)
+
+
+def test_controller_role_on_a_broker_of_dedicated_controllers_is_refused(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, ["k1", "k2"], ["c1", "c2", "c3"],
+                                host_vars={"k2": {"kafka_process_roles": ["broker", "controller"]}})
+    assert_refused_before_any_host(run_site(inventory, {}), "may only narrow the roles its groups give it (broker)")
+
+
+PUBLISH = """\
+- name: Publish the cluster's facts (no connection)
+  hosts: kafka
+  gather_facts: false
+  tasks:
+    - name: Validate and publish
+      ansible.builtin.include_role:
+        name: kafka
+        tasks_from: publish
+        public: true
+    - name: Show what the other plays read
+      ansible.builtin.copy:
+        content: "{{ {'brokers': kafka_cluster_brokers, 'controllers': kafka_cluster_controllers,
+                      'bootstrap': kafka_cluster_client_bootstrap, 'voters': _kafka_quorum_voters,
+                      'roles': _kafka_process_roles, 'node_ports': kafka_cluster_node_ports} | to_json }}"
+        dest: "{{ out_dir }}/{{ inventory_hostname }}.json"
+        mode: "0600"
+      delegate_to: localhost
+"""
+
+
+def test_broker_only_node_is_published_but_never_a_voter(tmp_path: Path) -> None:
+    """kafka4 with kafka_process_roles [broker] next to three combined nodes: in the bootstrap lists, the brokers
+    and (through them) the firewall's sources, never in controller.quorum.voters."""
+    inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    (tmp_path / "publish.yml").write_text(PUBLISH)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
+    res = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(tmp_path / "publish.yml"),
+                          "-e", json.dumps({"out_dir": str(tmp_path), **SECRETS})],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    facts = {h: json.loads((tmp_path / f"{h}.json").read_text()) for h in FOUR}
+    k1, k4 = facts["k1"], facts["k4"]
+    assert k1["brokers"] == FOUR and k1["controllers"] == ["k1", "k2", "k3"]
+    assert k1["bootstrap"] == ",".join(f"{h}.kraftwerk.invalid:9095" for h in FOUR)
+    assert k1["voters"] == ",".join(f"{i}@k{i}.kraftwerk.invalid:9096" for i in (1, 2, 3))
+    assert k4["voters"] == k1["voters"]
+    assert k1["roles"] == ["broker", "controller"] and k4["roles"] == ["broker"]
+    assert k4["node_ports"] == k1["node_ports"]
+
+
 def test_good_input_reaches_the_hosts(tmp_path: Path) -> None:
     """The control case: with valid variables the play gets past validation and tries to connect."""
     assert_reaches_the_hosts(run_site(write_inventory(tmp_path, THREE), {}))
@@ -321,3 +387,33 @@ def test_env_file_values_stay_on_their_line() -> None:
         assert value.startswith('"') and value.endswith('"'), line
         inner = value[1:-1].replace("\\\\", "").replace('\\"', "")
         assert '"' not in inner and "\n" not in inner, line
+
+
+def run_playbook(inventory: Path, path: str, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="default")
+    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / path), "-e", json.dumps(extra)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    pytest.param("k1", "k1 is a controller, a voter of the static quorum (k1, k2, k3): it can not be decommissioned",
+                 id="a controller"),
+    pytest.param("app1", "app1 is not a broker of this inventory (brokers: k1, k2, k3, k4)", id="not a broker"),
+    pytest.param("", "Name the inventory host to decommission: -e kafka_decommission_node=<host>", id="no node"),
+])
+def test_decommission_refuses_before_any_host(tmp_path: Path, node: str, message: str) -> None:
+    inventory = write_inventory(tmp_path, FOUR, apps=True, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_refused_before_any_host(run_playbook(inventory, "playbooks/decommission.yml",
+                                                {"kafka_decommission_node": node}), message)
+
+
+def test_decommission_of_a_broker_only_node_reaches_the_hosts(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_reaches_the_hosts(run_playbook(inventory, "playbooks/decommission.yml", {"kafka_decommission_node": "k4"}))
+
+
+def test_rebalance_with_a_bad_throttle_is_refused_before_any_host(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
+    assert_refused_before_any_host(run_playbook(inventory, "playbooks/rebalance.yml", {"kafka_reassign_throttle": 10}),
+                                   "kafka_reassign_throttle must be a number of bytes per second (at least 1024")

@@ -154,6 +154,11 @@ def kafka_listener_properties(ctx: dict[str, Any], phase: int) -> dict[str, str]
     return props
 
 
+def kafka_voter_ids(voters: str | None) -> list[int]:
+    """'1@h1:9093,2@h2:9093' (controller.quorum.voters) -> [1, 2], sorted."""
+    return sorted(int(v.split("@", 1)[0]) for v in _split(voters) if v.split("@", 1)[0].strip().isdigit())
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -161,4 +166,5 @@ class FilterModule:
             "kafka_old_listeners": kafka_old_listeners,
             "kafka_node_phase": kafka_node_phase,
             "kafka_listener_properties": kafka_listener_properties,
+            "kafka_voter_ids": kafka_voter_ids,
         }

@@ -153,10 +153,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kraftwerk_cli import CliError, run_cli
 
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 MIN_ITERATIONS = 4096
@@ -409,33 +409,18 @@ def jaas_username(properties_text):
 # I/O
 # --------------------------------------------------------------------------------------------------
 
-class CliError(Exception):
-    pass
+def _hint(output):
+    if "SaslAuthenticationException" in output:
+        return "the client in command_config could not authenticate; "
+    if "ClusterAuthorizationException" in output:
+        return ("the client in command_config may not describe or alter SCRAM users (make it a super user, or "
+                "give it Describe, DescribeConfigs and Alter on the cluster); ")
+    return ""
 
 
 def _run(argv, timeout, secrets=()):
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False, universal_newlines=True)
-    except subprocess.TimeoutExpired:
-        raise CliError("%s did not finish within %d s (is %s reachable?)"
-                       % (" ".join(argv), timeout, _bootstrap_of(argv))) from None
-    except OSError as exc:
-        raise CliError("cannot run %s: %s" % (argv[0], exc)) from exc
-    if proc.returncode != 0:
-        output = redact(proc.stdout + "\n" + proc.stderr, secrets)
-        hint = ""
-        if "SaslAuthenticationException" in output:
-            hint = "the client in command_config could not authenticate; "
-        elif "ClusterAuthorizationException" in output:
-            hint = ("the client in command_config may not describe or alter SCRAM users (make it a super user, or "
-                    "give it Describe, DescribeConfigs and Alter on the cluster); ")
-        raise CliError("%s%s failed (rc=%d): %s" % (hint, " ".join(argv), proc.returncode, error_summary(output)))
-    return proc.stdout
-
-
-def _bootstrap_of(argv):
-    return argv[argv.index("--bootstrap-server") + 1] if "--bootstrap-server" in argv else "the cluster"
+    """One CLI call through the shared runner (plugins/module_utils/kraftwerk_cli.py); secrets never in a message."""
+    return run_cli(argv, timeout, summarize=error_summary, explain=_hint, redact=lambda output: redact(output, secrets))
 
 
 class Runner:

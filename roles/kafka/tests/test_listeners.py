@@ -98,3 +98,10 @@ def test_broker_only_node_maps_the_old_controller_listener() -> None:
     assert "CONTROLLER:PLAINTEXT" in p1["listener.security.protocol.map"]
     assert "CONTROLLER_SSL:SSL" in p1["listener.security.protocol.map"]
     assert p1["controller.listener.names"] == "CONTROLLER,CONTROLLER_SSL"
+
+
+def test_voter_ids() -> None:
+    """The ids of controller.quorum.voters: the set a running cluster keeps (compared before any change)."""
+    assert kl.kafka_voter_ids("1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093") == [1, 2, 3]
+    assert kl.kafka_voter_ids("3@h3:9096, 1@h1:9096,2@h2:9096") == [1, 2, 3]
+    assert kl.kafka_voter_ids("") == [] and kl.kafka_voter_ids(None) == []

@@ -115,8 +115,9 @@ class Lab:
         self.state.parent.mkdir(mode=0o700)
         self.playbook = tmp / "run.yml"
         self.playbook.write_text(PLAYBOOK)
-        (tmp / "ansible.cfg").write_text("[defaults]\nlibrary = %s\ninterpreter_python = auto_silent\n"
-                                         "localhost_warning = false\n" % (ROLE / "library"))
+        (tmp / "ansible.cfg").write_text("[defaults]\nlibrary = %s\nmodule_utils = %s\ninterpreter_python = auto_silent\n"
+                                         "localhost_warning = false\n"
+                                         % (ROLE / "library", ROLE.parent.parent / "plugins" / "module_utils"))
         self.runs = 0
         self.last_output = ""
 

@@ -165,10 +165,10 @@ errors:
 
 import os
 import re
-import subprocess
 from collections import OrderedDict
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kraftwerk_cli import CliError, run_cli
 
 # Kafka's AclOperation names (as `kafka-acls --list` prints them) -> the CLI's --operation names.
 OPERATIONS = OrderedDict([
@@ -398,28 +398,9 @@ def explain_failure(output):
 # I/O
 # --------------------------------------------------------------------------------------------------
 
-class CliError(Exception):
-    pass
-
-
 def _run(argv, timeout):
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False, universal_newlines=True)
-    except subprocess.TimeoutExpired:
-        raise CliError("%s did not finish within %d s (is %s reachable?)"
-                       % (" ".join(argv), timeout, _bootstrap_of(argv))) from None
-    except OSError as exc:
-        raise CliError("cannot run %s: %s" % (argv[0], exc)) from exc
-    if proc.returncode != 0:
-        output = proc.stdout + "\n" + proc.stderr
-        raise CliError("%s%s failed (rc=%d): %s" % (explain_failure(output), " ".join(argv), proc.returncode,
-                                                     error_summary(output)))
-    return proc.stdout
-
-
-def _bootstrap_of(argv):
-    return argv[argv.index("--bootstrap-server") + 1] if "--bootstrap-server" in argv else "the cluster"
+    """One CLI call through the shared runner (plugins/module_utils/kraftwerk_cli.py)."""
+    return run_cli(argv, timeout, summarize=error_summary, explain=explain_failure)
 
 
 class Runner:

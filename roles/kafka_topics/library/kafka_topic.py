@@ -119,11 +119,11 @@ errors:
 
 import os
 import re
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kraftwerk_cli import CliError, run_cli
 
 TOPIC_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -370,27 +370,9 @@ def properties_text(configs):
 # I/O
 # --------------------------------------------------------------------------------------------------
 
-class CliError(Exception):
-    pass
-
-
 def _run(argv, timeout):
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False, universal_newlines=True)
-    except subprocess.TimeoutExpired:
-        raise CliError("%s did not finish within %d s (is %s reachable?)"
-                       % (" ".join(argv), timeout, _bootstrap_of(argv))) from None
-    except OSError as exc:
-        raise CliError("cannot run %s: %s" % (argv[0], exc)) from exc
-    if proc.returncode != 0:
-        raise CliError("%s failed (rc=%d): %s" % (" ".join(argv), proc.returncode,
-                                                   _error_summary(proc.stdout + "\n" + proc.stderr)))
-    return proc.stdout
-
-
-def _bootstrap_of(argv):
-    return argv[argv.index("--bootstrap-server") + 1] if "--bootstrap-server" in argv else "the cluster"
+    """One CLI call through the shared runner (plugins/module_utils/kraftwerk_cli.py)."""
+    return run_cli(argv, timeout, summarize=_error_summary)
 
 
 def _error_summary(output):

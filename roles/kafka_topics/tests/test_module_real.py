@@ -66,8 +66,9 @@ class Lab:
         self.prefix = "kt-" + uuid.uuid4().hex[:8] + "-"
         self.playbook = tmp / "run.yml"
         self.playbook.write_text(PLAYBOOK)
-        (tmp / "ansible.cfg").write_text("[defaults]\nlibrary = %s\ninterpreter_python = auto_silent\n"
-                                         "localhost_warning = false\n" % (ROLE / "library"))
+        (tmp / "ansible.cfg").write_text("[defaults]\nlibrary = %s\nmodule_utils = %s\ninterpreter_python = auto_silent\n"
+                                         "localhost_warning = false\n"
+                                         % (ROLE / "library", ROLE.parent.parent / "plugins" / "module_utils"))
         self.runs = 0
 
     def name(self, short: str) -> str:
