@@ -241,7 +241,7 @@ def test_running_jar_of_this_process_is_empty() -> None:
 def test_gate_parses_381_quorum_without_directory_id() -> None:
     text = (FIXTURES / "quorum-replication-3.8.1.txt").read_text()
     assert "DirectoryId" not in text
-    assert gate.parse_quorum(text) == [{"node_id": 1, "lag": 0, "status": "Leader"}]
+    assert gate.parse_quorum(text) == [{"node_id": 1, "lag": 0, "last_fetch_ms": 1796609387842, "status": "Leader"}]
 
 
 def test_gate_parses_381_topics_and_holds() -> None:
