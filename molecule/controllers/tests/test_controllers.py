@@ -107,7 +107,7 @@ def test_the_gate_refuses_to_take_a_second_controller_down() -> None:
         env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False")
         args = (f"phase=before node_id={node_id(other)} bootstrap_server={BOOTSTRAP} command_config={ADMIN_CONFIG} "
                 "default_min_insync_replicas=2 kafka_topics_bin=/usr/local/bin/kafka-topics "
-                "kafka_metadata_quorum_bin=/usr/local/bin/kafka-metadata-quorum timeout=20")
+                "kafka_metadata_quorum_bin=/usr/local/bin/kafka-metadata-quorum timeout=90")
         res = subprocess.run(
             ["ansible", BROKERS[0], "-i", INVENTORY, "-M", str(ROOT / "roles/kafka/library"), "-m", "kafka_gate",
              "-a", args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -139,7 +139,8 @@ def test_every_node_restarts_one_at_a_time_behind_the_gates_under_load(tls: ssl.
         wait_for(lambda: load.acked_count() >= 200, 120, "200 acknowledged messages before the restart")
         load.phase = "rolling"
         started = time.monotonic()
-        res = playbook("playbooks/rolling-restart.yml")
+        # Six nodes, each behind two gates: longer than one play's default limit on a busy 2-core machine.
+        res = playbook("playbooks/rolling-restart.yml", timeout=2400)
         duration = round(time.monotonic() - started, 1)
         assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
         acked = load.acked_count()

@@ -82,7 +82,7 @@ def converge(*extra: str) -> subprocess.CompletedProcess[str]:
     return playbook("site.yml", *extra)
 
 
-def playbook(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def playbook(path: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run a playbook of the project (path relative to the root) against Molecule's hosts."""
     # Molecule's own ANSIBLE_* settings (roles path, library, config) point into its scenario: drop them
     # and use the project's ansible.cfg, as an operator would.
@@ -93,4 +93,4 @@ def playbook(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
                ANSIBLE_HOST_KEY_CHECKING="False")
     return subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(ROOT / path), *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
