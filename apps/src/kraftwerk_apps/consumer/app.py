@@ -16,6 +16,9 @@ is not (``/readyz`` answers 503 with a reason).  They run under a ``TaskSupervis
 Ready (``/readyz`` 200) means: no fatal failure, Kafka answers and the topic exists, the
 history reader is assigned to the topic's partitions, and the group member has *joined* the
 group (partitions assigned; not during a rebalance).
+
+``GET /cluster-health`` (the page's "Cluster health" section) asks Prometheus
+(``KRAFTWERK_PROMETHEUS_URL``), see ``cluster_health.py``; it has no part in readiness.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from kraftwerk_apps.common.kafka import missing_codecs
 from kraftwerk_apps.common.lifecycle import TaskSupervisor
 from kraftwerk_apps.common.metrics import instrument, metrics_router
 from kraftwerk_apps.consumer.cluster import ClusterView
+from kraftwerk_apps.consumer.cluster_health import ClusterHealth
 from kraftwerk_apps.consumer.dashboard import Dashboard
 from kraftwerk_apps.consumer.dlq import DlqWriter
 from kraftwerk_apps.consumer.events import Broadcaster, event_stream
@@ -68,6 +72,11 @@ def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
     worker = GroupWorker(settings, dlq)
     dashboard = Dashboard(settings, cluster, worker, Broadcaster())
     supervisor = TaskSupervisor(exit_delay=settings.fatal_exit_delay_seconds)
+    health = ClusterHealth(
+        settings.prometheus_url,
+        settings.prometheus_timeout_seconds,
+        settings.cluster_health_cache_seconds,
+    )
 
     async def readiness() -> str | None:
         reason = supervisor.readiness()
@@ -99,6 +108,7 @@ def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
             await dlq.stop()
             await dashboard.history.stop()
             await cluster.stop()
+            await health.aclose()
 
     app = FastAPI(
         title="kraftwerk consumer",
@@ -133,5 +143,14 @@ def create_app(settings: ConsumerSettings | None = None) -> FastAPI:
             dashboard.broadcaster, dashboard.snapshot_event, settings.sse_keepalive_seconds
         )
         return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @app.get(
+        "/cluster-health",
+        summary="Cluster health from Prometheus for the page (JSON; 200 also when Prometheus "
+        "is not configured or not reachable: see state and error)",
+        response_class=SafeJSONResponse,
+    )
+    async def cluster_health() -> SafeJSONResponse:
+        return SafeJSONResponse(await health.get(), headers={"Cache-Control": "no-store"})
 
     return app

@@ -110,7 +110,7 @@ class Dashboard:
         )
         for row in rows:
             if row["lag"] is not None:
-                LAG.labels(str(row["partition"])).set(row["lag"])
+                LAG.labels(self._settings.topic, str(row["partition"])).set(row["lag"])
         changed = rows != self._rows or self._stats_error is not None
         self._rows, self._stats_error, self._updated = rows, None, time.time()
         if changed:

@@ -5,6 +5,14 @@ from prometheus_client import Counter, Gauge, Histogram
 PROCESSED = Counter(
     "kraftwerk_consumer_messages_processed_total", "Messages processed and committed"
 )
+FAILED = Counter(
+    "kraftwerk_consumer_messages_failed_total",
+    "Messages whose processing failed for good (then written to the DLQ), by reason: "
+    "permanent (not retried) or transient (still failing after KRAFTWERK_RETRY_COUNT retries)",
+    ["reason"],
+)
+for _reason in ("permanent", "transient"):
+    FAILED.labels(_reason)
 RETRIES = Counter("kraftwerk_consumer_message_retries_total", "Processing retry attempts")
 DLQ = Counter("kraftwerk_consumer_dlq_messages_total", "Messages written to the DLQ topic")
 COMMIT_FAILURES = Counter(
@@ -13,10 +21,12 @@ COMMIT_FAILURES = Counter(
 PROCESSING_SECONDS = Histogram(
     "kraftwerk_consumer_processing_seconds", "Time to process one message incl. retries"
 )
+# Every instance reports the group's lag of every partition of the topic: across instances
+# take the max per (topic, partition), e.g. sum(max by (topic, partition) (kraftwerk_consumer_lag)).
 LAG = Gauge(
     "kraftwerk_consumer_lag",
-    "Group lag per partition (end offset - committed offset)",
-    ["partition"],
+    "Group lag per partition (end offset - committed offset), as seen by this instance",
+    ["topic", "partition"],
     multiprocess_mode="max",
 )
 DUPLICATES = Counter(

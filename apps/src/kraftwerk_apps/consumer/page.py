@@ -28,6 +28,13 @@ _TEMPLATE = """<!doctype html>
   .bad { color: #d33; }
   .here { color: var(--accent); font-weight: bold; }
   .ttype { color: var(--muted); font-size: .8rem; }
+  .badge { display: inline-block; padding: .1rem .6rem; border-radius: 1rem; color: #fff;
+           background: #888; font-size: .85rem; font-weight: bold; vertical-align: middle; }
+  .badge[data-state="ok"] { background: #2e9d4a; }
+  .badge[data-state="warning"] { background: #c77c00; }
+  .badge[data-state="critical"] { background: #d33; }
+  #health-alerts { margin: 0 0 1.5rem; padding-left: 1.2rem; font-size: .9rem; }
+  #health-alerts li.none { list-style: none; margin-left: -1.2rem; color: var(--muted); }
 </style>
 </head>
 <body>
@@ -47,6 +54,24 @@ _TEMPLATE = """<!doctype html>
   <th>assigned to this instance</th></tr></thead>
   <tbody id="partitions"></tbody>
 </table>
+<section id="cluster-health" data-state="loading">
+<h2>Cluster health <span id="health-state" class="badge" data-state="loading">loading</span></h2>
+<div class="meta" id="health-message"></div>
+<table>
+  <thead><tr><th>Kafka nodes up</th><th>under-replicated partitions</th>
+  <th>under min ISR partitions</th><th>messages in / s</th><th>consumer lag</th></tr></thead>
+  <tbody><tr>
+    <td class="num"><span id="health-brokers-up">?</span> of
+      <span id="health-brokers-total">?</span></td>
+    <td class="num" id="health-urp">?</td>
+    <td class="num" id="health-under-min-isr">?</td>
+    <td class="num" id="health-messages-in">?</td>
+    <td class="num" id="health-consumer-lag">?</td>
+  </tr></tbody>
+</table>
+<ul id="health-alerts" data-count="0" data-firing="0"></ul>
+<div class="meta">from <span id="health-source">-</span> at <span id="health-updated">-</span></div>
+</section>
 <script>
 "use strict";
 const BASE = __BASE__;
@@ -118,6 +143,81 @@ const source = new EventSource(BASE + "/events");
 source.addEventListener("snapshot", (e) => render(JSON.parse(e.data)));
 source.onopen = () => { status.textContent = "live"; status.className = "live"; };
 source.onerror = () => { status.textContent = "reconnecting"; status.className = "down"; };
+// Cluster health: polled (the server caches Prometheus's answer for every browser).
+const HEALTH_POLL_MS = 10000;
+const HEALTH_TEXT = {
+  ok: "healthy", warning: "warning", critical: "critical", unavailable: "health unavailable",
+  not_configured: "monitoring not configured", loading: "loading",
+};
+function known(v) { return v !== null && v !== undefined; }
+function healthValue(id, value, bad, text) {
+  const el = document.getElementById(id);
+  el.textContent = known(value) ? (text === undefined ? String(value) : text) : "-";
+  el.dataset.value = known(value) ? String(value) : "";
+  el.classList.toggle("bad", Boolean(bad));
+}
+function renderHealth(h) {
+  const state = h.state || "unavailable";
+  document.getElementById("cluster-health").dataset.state = state;
+  const badge = document.getElementById("health-state");
+  badge.dataset.state = state;
+  badge.textContent = HEALTH_TEXT[state] || state;
+  let message = "";
+  if (state === "not_configured") message = "monitoring not configured";
+  else if (h.error) message = "health unavailable: " + h.error;
+  document.getElementById("health-message").textContent = message;
+  const up = h.brokers_up, total = h.brokers_total;
+  const down = known(total) && (total === 0 || (known(up) && up < total));
+  healthValue("health-brokers-up", up, down);
+  healthValue("health-brokers-total", total, down);
+  healthValue("health-urp", h.under_replicated, h.under_replicated > 0);
+  healthValue("health-under-min-isr", h.under_min_isr, h.under_min_isr > 0);
+  healthValue("health-messages-in", h.messages_in_per_sec, false,
+    known(h.messages_in_per_sec) ? Number(h.messages_in_per_sec).toFixed(1) : undefined);
+  healthValue("health-consumer-lag", h.consumer_lag, false);
+  const list = document.getElementById("health-alerts");
+  const alerts = h.alerts || [];
+  list.replaceChildren();
+  list.dataset.count = String(alerts.length);
+  list.dataset.firing = String(alerts.filter((a) => a.state === "firing").length);
+  for (const a of alerts) {
+    const li = document.createElement("li");
+    li.dataset.alert = a.name;
+    li.dataset.severity = a.severity;
+    li.dataset.instance = a.instance;
+    li.dataset.state = a.state;
+    li.textContent = a.name + " (" + (a.severity || "no severity") + ")"
+      + (a.instance ? " on " + a.instance : "") + ": " + a.state;
+    if (a.state === "firing" && a.severity === "critical") li.className = "bad";
+    list.appendChild(li);
+  }
+  if (!alerts.length && ["ok", "warning", "critical"].includes(state)) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "no alerts";
+    list.appendChild(li);
+  }
+  document.getElementById("health-source").textContent = h.source || "-";
+  document.getElementById("health-updated").textContent = known(h.fetched_at)
+    ? new Date(h.fetched_at * 1000).toISOString() : "-";
+}
+async function pollHealth() {
+  if (!document.hidden) {
+    try {
+      const r = await fetch(BASE + "/cluster-health", {
+        cache: "no-store", headers: { Accept: "application/json" } });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const h = await r.json();
+      renderHealth(h);
+      if (h.state === "not_configured") return;  // a restart is needed to change that
+    } catch (err) {
+      renderHealth({ state: "unavailable", error: "no answer from the consumer (" + err.message
+        + ")", alerts: [] });
+    }
+  }
+  setTimeout(pollHealth, HEALTH_POLL_MS);
+}
+pollHealth();
 </script>
 </body>
 </html>

@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kraftwerk_apps.common.kafka import (
+    is_transient,
     poll_with_retry,
     retry_transient,
     start_with_retry,
@@ -49,6 +50,7 @@ from kraftwerk_apps.consumer.dlq import DlqWriter
 from kraftwerk_apps.consumer.metrics import (
     COMMIT_FAILURES,
     DUPLICATES,
+    FAILED,
     POLL_BUDGET_EXCEEDED,
     PROCESSED,
     PROCESSING_SECONDS,
@@ -262,6 +264,7 @@ class GroupWorker:
                 PROCESSED.inc()
                 self.processed += 1
                 return
+            FAILED.labels("transient" if is_transient(error) else "permanent").inc()
             reason = str(error) if isinstance(error, ProcessingError) else repr(error)
             await self._dlq.send(record, reason, attempts)
             self.dead_lettered += 1

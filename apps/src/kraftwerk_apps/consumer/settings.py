@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kraftwerk_apps.common.settings import KafkaClientSettings
 
@@ -100,9 +100,33 @@ class ConsumerSettings(KafkaClientSettings):
         default=100_000, ge=1, description="Keys remembered per reader (oldest forgotten first)"
     )
 
+    # --- the page's "Cluster health" section (GET /cluster-health) --------------------------
+    prometheus_url: str = Field(
+        default="",
+        description="Base URL of the Prometheus the page's cluster health comes from, e.g. "
+        "http://10.0.0.5:9090; empty: the section says 'monitoring not configured'.",
+    )
+    prometheus_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Limit of one cluster-health refresh (all queries)"
+    )
+    cluster_health_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long one answer of Prometheus is reused for every browser (also a "
+        "failed one: an unreachable Prometheus is asked at most once per period).",
+    )
+
     stats_interval_seconds: float = Field(default=2.0, gt=0)
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     partition_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty or an http:// or https:// URL")
+        return value.rstrip("/")
 
     @property
     def poll_budget_seconds(self) -> float:

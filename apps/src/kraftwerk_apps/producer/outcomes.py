@@ -41,6 +41,36 @@ REJECTED_BEFORE_APPEND: tuple[type[BaseException], ...] = (
     kafka_errors.CorruptRecordException,
 )
 
+# ``error_kind``: the label of ``kraftwerk_producer_errors_total`` (metrics.ERROR_KINDS).
+NOT_ENOUGH_REPLICAS: tuple[type[BaseException], ...] = (
+    kafka_errors.NotEnoughReplicasError,
+    kafka_errors.NotEnoughReplicasAfterAppendError,
+)
+AUTH: tuple[type[BaseException], ...] = (
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.SaslAuthenticationFailed,
+)
+TIMEOUT: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    EnqueueDeadlineError,
+)
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    NotConnectedError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaUnavailableError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.ReplicaNotAvailableError,
+)
+
 UNKNOWN_HINT = "retry with the same Idempotency-Key; a duplicate is then dropped"
 
 
@@ -52,25 +82,53 @@ class Outcome:
     error: str | None = None
     detail: str | None = None
     replayed: bool = False
+    # Not acknowledged: the kind of error (``error_kind``), for the metrics.
+    kind: str | None = None
+
+
+def error_kind(exc: BaseException) -> str:
+    """A bounded label for a failed send: timeout, not_enough_replicas, auth, too_large,
+    unavailable or other (``NotWrittenError`` is judged by its cause, if it has one)."""
+    if isinstance(exc, NotWrittenError) and exc.cause is not None:
+        exc = exc.cause
+    for kind, types in (
+        ("too_large", TOO_LARGE),
+        ("not_enough_replicas", NOT_ENOUGH_REPLICAS),
+        ("auth", AUTH),
+        ("timeout", TIMEOUT),
+        ("unavailable", UNAVAILABLE),
+    ):
+        if isinstance(exc, types):
+            return kind
+    return "other"
 
 
 def acked(delivery: Delivery, *, replayed: bool = False) -> Outcome:
     return Outcome("ok", 200, delivery=delivery, replayed=replayed)
 
 
-def unknown(detail: str) -> Outcome:
-    return Outcome("unknown", 504, error="outcome_unknown", detail=f"{detail}; {UNKNOWN_HINT}")
+def unknown(detail: str, kind: str = "other") -> Outcome:
+    return Outcome(
+        "unknown", 504, error="outcome_unknown", detail=f"{detail}; {UNKNOWN_HINT}", kind=kind
+    )
 
 
 def deadline_passed(deadline: float) -> Outcome:
     return unknown(
         f"no broker acknowledgement within {deadline:g}s; the message may or may not have "
-        "been written"
+        "been written",
+        kind="timeout",
     )
 
 
 def classify(exc: BaseException) -> Outcome:
-    """Map a failed send to an outcome (see the module docstring)."""
+    """Map a failed send to an outcome (see the module docstring), with its ``kind``."""
+    outcome = _classify(exc)
+    outcome.kind = error_kind(exc)
+    return outcome
+
+
+def _classify(exc: BaseException) -> Outcome:
     cause = exc.cause if isinstance(exc, NotWrittenError) and exc.cause is not None else exc
     if isinstance(cause, TOO_LARGE):
         return Outcome(

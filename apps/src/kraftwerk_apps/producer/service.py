@@ -21,7 +21,7 @@ from kraftwerk_apps.producer.gateway import (
     mark_retrieved,
 )
 from kraftwerk_apps.producer.idempotency import Entry, KeyReusedError, ReplayCache, fingerprint
-from kraftwerk_apps.producer.metrics import ACK_LATENCY, MESSAGES
+from kraftwerk_apps.producer.metrics import ACK_LATENCY, ERRORS, MESSAGES
 from kraftwerk_apps.producer.outcomes import Outcome
 
 
@@ -158,5 +158,9 @@ class Publisher:
         )
         for outcome, count in counts.items():
             MESSAGES.labels(outcome).inc(count)
+        if counts.keys() - {"acked", "replayed"}:
+            kinds = Counter(r.kind or "other" for r in results if r.status != "ok")
+            for kind, count in kinds.items():
+                ERRORS.labels(kind).inc(count)
         if results and counts.keys() <= {"acked", "replayed"}:
             ACK_LATENCY.observe(time.perf_counter() - started)
