@@ -42,7 +42,8 @@ def listeners(**changes: dict[str, object]) -> list[dict[str, object]]:
 
 def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | None = None,
                     apps: bool = False, host_vars: dict[str, dict[str, object]] | None = None) -> Path:
-    """Kafka hosts (and dedicated controllers); with apps, also app1 (producer and consumer) and edge1 (nginx)."""
+    """Kafka hosts (and dedicated controllers); with apps, also app1 (producer and consumer) and edge1 (nginx and
+    monitoring, as in the lab)."""
     others = ["app1", "edge1"] if apps else []
     hosts = {h: {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_connection": "ssh",
                  "kafka_advertised_host": f"{h}.kraftwerk.invalid", **(host_vars or {}).get(h, {})}
@@ -54,6 +55,7 @@ def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | N
         children["producer"] = {"hosts": {"app1": {}}}
         children["consumer"] = {"hosts": {"app1": {}}}
         children["nginx"] = {"hosts": {"edge1": {}}}
+        children["monitoring"] = {"hosts": {"edge1": {}}}
     inv = {"all": {"hosts": hosts, "children": children,
                    "vars": {"ansible_ssh_common_args": "-o ConnectTimeout=1", **SECRETS}}}
     path = tmp_path / "hosts.yml"
@@ -240,6 +242,17 @@ APP_CASES = [
     ("trailing newline in pyapp_name", {"pyapp_name": "kraftwerk-producer\n"}, "pyapp needs pyapp_name"),
     ("newline in pyapp_limit_nofile", {"pyapp_limit_nofile": "1\nExecStartPre=+/bin/sh"},
      "pyapp_limit_nofile must be a whole number"),
+    # Monitoring (playbooks/monitoring.yml): the exporters' and Prometheus's command lines and configuration.
+    ("node exporter port out of range", {"node_exporter_port": 70000}, "node_exporter_port must be a port number"),
+    ("space in a node exporter flag", {"node_exporter_extra_args": ["--collector.systemd --web.listen-address=:1"]},
+     'must be one "--flag" or "--flag=value"'),
+    ("space in the stub_status port", {"nginx_stub_status_port": "8080 --x"}, "nginx_stub_status_port must be a port"),
+    ("semicolon in the response metrics allow", {"nginx_response_metrics_allow": ["10.0.0.0/8; allow all"]},
+     'nginx_response_metrics_allow: "10.0.0.0/8; allow all" must be an IP address or CIDR'),
+    ("alert for not a duration", {"monitoring_alert_urp_for": "5 minutes"},
+     "monitoring_alert_urp_for must be a Prometheus duration"),
+    ("5xx ratio as a percentage", {"monitoring_alert_edge_5xx_ratio": 5},
+     "monitoring_alert_edge_5xx_ratio must be a share between 0 and 1"),
 ]
 
 
