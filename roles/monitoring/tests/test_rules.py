@@ -46,17 +46,18 @@ def _find_promtool() -> tuple[str, str]:
     return path, ""
 
 
-PROMTOOL, PROMTOOL_PROBLEM = _find_promtool()
 _REQUIRED = os.environ.get("KRAFTWERK_PROMTOOL_REQUIRED") == "1" or os.environ.get("CI") == "true"
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    if PROMTOOL_PROBLEM:
+    """The path of promtool (looked up once, when a test first needs it); skipped or failed without one."""
+    path, problem = _find_promtool()
+    if problem:
         if _REQUIRED:
-            pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {PROMTOOL_PROBLEM}")
-        pytest.skip(f"no promtool: {PROMTOOL_PROBLEM} (run lab/fetch-promtool; KRAFTWERK_PROMTOOL_REQUIRED=1 fails instead)")
-    return PROMTOOL
+            pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {problem}")
+        pytest.skip(f"no promtool: {problem} (run lab/fetch-promtool; KRAFTWERK_PROMTOOL_REQUIRED=1 fails instead)")
+    return path
 
 
 RENDER_PLAYBOOK = """\
