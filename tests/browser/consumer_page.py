@@ -14,6 +14,7 @@ its public key is accepted (--ignore-certificate-errors-spki-list), never "any c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import hashlib
 import json
@@ -27,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,15 +86,22 @@ def api_send(url: str, ca_file: str, api_key: str, value: dict[str, Any], key: s
         return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
-def run(url: str, ca_file: str, api_key: str, *, screenshot: str | None = None, count: int = 3,
-        timeout: float = 30.0) -> Result:
+def missing_browser() -> list[str]:
+    """What the browser tests need and this machine lacks (empty: all there)."""
+    import importlib.util  # noqa: PLC0415
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("selenium (pip install -r tests/browser/requirements.txt)")
+    return missing
+
+
+@contextlib.contextmanager
+def browser(url: str, ca_file: str, result: Result, timeout: float = 30.0) -> Iterator[Any]:
+    """Headless Chromium that trusts the lab's CA (and nothing else extra), the page at `url` loaded."""
     from selenium import webdriver  # noqa: PLC0415
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
-    url = url.rstrip("/")
-    result = Result()
     with tempfile.TemporaryDirectory(prefix="kraftwerk-browser-") as tmp:
         home = Path(tmp) / "home"
         options = webdriver.ChromeOptions()
@@ -112,30 +121,87 @@ def run(url: str, ca_file: str, api_key: str, *, screenshot: str | None = None, 
         driver = webdriver.Chrome(service=service, options=options)
         try:
             driver.set_page_load_timeout(timeout)
-            driver.get(url + "/")
-            wait = WebDriverWait(driver, timeout, poll_frequency=0.2)
+            driver.get(url.rstrip("/") + "/")
             assert "kraftwerk consumer" in driver.title, f"not the consumer page: {driver.title!r}"
-            wait.until(lambda d: d.find_element(By.ID, "status").text == "live")
-            # Marks this page load: a reload would drop it.
-            driver.execute_script("window.__kraftwerkPageLoad = arguments[0];", marker := uuid.uuid4().hex)
-            keys = [f"browser-{uuid.uuid4().hex[:12]}" for _ in range(count)]
-            started = time.monotonic()
-            for i, key in enumerate(keys):
-                result.sent.append(api_send(url, ca_file, api_key, {"browser_test": i, "key": key}, key))
-            wait.until(lambda d: all(k in d.find_element(By.ID, "messages").text for k in keys))
-            result.seconds_to_show = time.monotonic() - started
-            assert driver.execute_script("return window.__kraftwerkPageLoad;") == marker, "the page was reloaded"
-            assert driver.find_element(By.ID, "status").text == "live"
-            for entry in driver.get_log("browser"):
-                if entry.get("level") == "SEVERE" or "Content Security Policy" in entry.get("message", ""):
-                    result.console_errors.append(entry["message"])
-            if screenshot:
-                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                driver.save_screenshot(screenshot)
-                result.screenshot = screenshot
+            yield driver
         finally:
             driver.quit()
+
+
+def _console_errors(driver: Any) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser")
+            if entry.get("level") == "SEVERE" or "Content Security Policy" in entry.get("message", "")]
+
+
+def run(url: str, ca_file: str, api_key: str, *, screenshot: str | None = None, count: int = 3,
+        timeout: float = 30.0) -> Result:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    url = url.rstrip("/")
+    result = Result()
+    with browser(url, ca_file, result, timeout) as driver:
+        wait = WebDriverWait(driver, timeout, poll_frequency=0.2)
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "live")
+        # Marks this page load: a reload would drop it.
+        driver.execute_script("window.__kraftwerkPageLoad = arguments[0];", marker := uuid.uuid4().hex)
+        keys = [f"browser-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        started = time.monotonic()
+        for i, key in enumerate(keys):
+            result.sent.append(api_send(url, ca_file, api_key, {"browser_test": i, "key": key}, key))
+        wait.until(lambda d: all(k in d.find_element(By.ID, "messages").text for k in keys))
+        result.seconds_to_show = time.monotonic() - started
+        assert driver.execute_script("return window.__kraftwerkPageLoad;") == marker, "the page was reloaded"
+        assert driver.find_element(By.ID, "status").text == "live"
+        result.console_errors = _console_errors(driver)
+        if screenshot:
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(screenshot)
+            result.screenshot = screenshot
     return result
+
+
+def read_health(driver: Any) -> dict[str, str]:
+    """The page's Cluster health section as text, by its element ids."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    def text(element_id: str) -> str:
+        return str(driver.find_element(By.ID, element_id).text).strip()
+
+    section = driver.find_element(By.ID, "cluster-health")
+    return {"state": str(section.get_attribute("data-state") or ""), "badge": text("health-state"),
+            "brokers": f"{text('health-brokers-up')} / {text('health-brokers-total')}",
+            "urp": text("health-urp"), "under_min_isr": text("health-under-min-isr"),
+            "messages_in": text("health-messages-in"), "lag": text("health-consumer-lag"),
+            "alerts": text("health-alerts"), "message": text("health-message")}
+
+
+def health(url: str, ca_file: str, *, until: Callable[[dict[str, str]], bool], screenshot: str | None = None,
+           timeout: float = 60.0) -> dict[str, str]:
+    """Open the page and wait (up to `timeout`) until its Cluster health section satisfies `until`; the
+    section scrolled into view for the screenshot. Fails with the last reading when it never does."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    result = Result()
+    last: dict[str, str] = {}
+    with browser(url, ca_file, result) as driver:
+        def ready(d: Any) -> bool:
+            nonlocal last
+            last = read_health(d)
+            return until(last)
+
+        try:
+            WebDriverWait(driver, timeout, poll_frequency=1.0).until(ready)
+        except Exception as exc:  # selenium's TimeoutException: say what the page showed
+            raise AssertionError(f"the health section never matched within {timeout}s; last: {last}") from exc
+        errors = _console_errors(driver)
+        assert errors == [], errors
+        if screenshot:
+            driver.execute_script("arguments[0].scrollIntoView();", driver.find_element(By.ID, "cluster-health"))
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(screenshot)
+    return last
 
 
 def main() -> int:

@@ -11,9 +11,7 @@ Skipped when Chromium, chromedriver or selenium is missing, unless KRAFTWERK_BRO
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,9 +58,7 @@ def _config() -> tuple[str, str, str]:
 
 
 def _browser_available() -> None:
-    missing = [p for p in (consumer_page.CHROMIUM, consumer_page.CHROMEDRIVER) if not shutil.which(p)]
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("selenium (pip install -r tests/browser/requirements.txt)")
+    missing = consumer_page.missing_browser()
     if missing:
         if os.environ.get("KRAFTWERK_BROWSER_REQUIRED") == "1":
             pytest.fail(f"missing: {', '.join(missing)}")

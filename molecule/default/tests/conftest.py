@@ -7,13 +7,16 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 INVENTORY_DIR = Path(INVENTORY).resolve().parent
@@ -94,3 +97,17 @@ def playbook(path: str, *extra: str, timeout: float = 900) -> subprocess.Complet
     return subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, str(ROOT / path), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def eventually(check: Callable[[], T | None], timeout: float, what: str, every: float = 1.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            result = check()
+        except AssertionError as exc:  # a check may assert to say why it is not there yet
+            result, last = None, exc
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}; last: {last}"
+        time.sleep(every)

@@ -18,33 +18,17 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from conftest import ADMIN_CONFIG, address, host, hosts_of, playbook
+from conftest import ADMIN_CONFIG, address, eventually, host, hosts_of, playbook
 from loadgen import Load, assert_nothing_lost, read_back, tally
 
-T = TypeVar("T")
 KAFKA = hosts_of("kafka")
 EDGE_IP = address(hosts_of("nginx")[0])
 TOPIC, DLQ, GROUP = "test-topic", "test-topic.dlq", "kraftwerk-consumer"
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
-
-
-def eventually(check: Callable[[], T | None], timeout: float, what: str, every: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            result = check()
-        except AssertionError as exc:  # a check may assert to say why it is not there yet
-            result, last = None, exc
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}; last: {last}"
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")
