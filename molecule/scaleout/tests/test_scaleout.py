@@ -54,9 +54,16 @@ def scaled_inventory() -> str:
     return str(path)
 
 
+RESULTS = Path(os.environ.get("KRAFTWERK_RESULTS_DIR", tempfile.gettempdir()))
+
+
 def run(path: str, *extra: str) -> tuple[Any, float]:
+    """Run a playbook against the scaled inventory; its output is kept in RESULTS for a post-mortem."""
     started = time.monotonic()
-    res = playbook(path, "-i", scaled_inventory(), *extra)
+    # Adding a node rolls the three running ones (under load, behind gates): far more than one converge.
+    res = playbook(path, "-i", scaled_inventory(), *extra, timeout=2400)
+    log = RESULTS / f"scaleout-{Path(path).stem}-{int(time.time())}.log"
+    log.write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
     return res, round(time.monotonic() - started, 1)
 
 
@@ -101,8 +108,10 @@ def test_scale_out_rebalance_decommission_under_load(tls: ssl.SSLContext, api_ke
         assert new_props["process.roles"] == "broker", new_props
         assert new_props["controller.quorum.voters"] == voters_before
         assert props(KAFKA[0])["controller.quorum.voters"] == voters_before
-        restarts = re.findall(r"(?:TASK|RUNNING HANDLER) \[kafka : Restart Kafka on (\S+)\]", res.stdout)
-        assert restarts == [], f"adding a broker restarted {restarts}"
+        # super.users names every node's TLS principal: the running nodes learn the new one through a rolling
+        # restart (one at a time, behind the gates) before kafka4 starts; kafka4 itself starts once.
+        restarts = re.findall(r"TASK \[kafka : Restart Kafka on (\S+)\]", res.stdout)
+        assert sorted(restarts) == sorted(KAFKA), f"expected one rolling restart of {KAFKA}, got {restarts}"
 
         load.phase = "rebalance"
         res, durations["rebalance_s"] = run("playbooks/rebalance.yml", "-e", "kafka_reassign_poll_interval=5")
@@ -162,7 +171,7 @@ def test_scale_out_rebalance_decommission_under_load(tls: ssl.SSLContext, api_ke
         "statuses": {phase: dict(c) for phase, c in result.statuses.items()},
         "server_errors": {phase: result.server_errors(phase) for phase in result.statuses},
     }
-    path = Path(os.environ.get("KRAFTWERK_RESULTS_DIR", tempfile.gettempdir())) / "scaleout-under-load.json"
+    path = RESULTS / "scaleout-under-load.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))  # noqa: T201 - the numbers the closing note quotes
 
