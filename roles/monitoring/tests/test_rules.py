@@ -196,7 +196,7 @@ def test_fors_and_thresholds_come_from_the_variables(tmp_path: Path) -> None:
     rules = {rule["alert"]: rule for rule in alerts_of(out / "kraftwerk.rules.yml")}
     assert rules["KafkaUnderReplicatedPartitions"]["for"] == "30s"
     assert rules["TargetDown"]["for"] == "15s"
-    assert rules["KafkaConsumerLagHigh"]["expr"] == "sum(kraftwerk_consumer_lag) > 5"
+    assert rules["KafkaConsumerLagHigh"]["expr"] == "sum(max by (topic, partition) (kraftwerk_consumer_lag)) > 5"
     assert rules["EdgeHigh5xxRate"]["expr"].endswith("> 0.25")
     assert rules["EdgeHigh5xxRate"]["expr"].count("[2m]") == 2
     assert "more than 25%" in rules["EdgeHigh5xxRate"]["annotations"]["description"]
