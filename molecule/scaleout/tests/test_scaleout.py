@@ -110,7 +110,7 @@ def test_scale_out_rebalance_decommission_under_load(tls: ssl.SSLContext, api_ke
         assert props(KAFKA[0])["controller.quorum.voters"] == voters_before
         # super.users names every node's TLS principal: the running nodes learn the new one through a rolling
         # restart (one at a time, behind the gates) before kafka4 starts; kafka4 itself starts once.
-        restarts = re.findall(r"TASK \[kafka : Restart Kafka on (\S+)\]", res.stdout)
+        restarts = re.findall(r"(?:TASK|RUNNING HANDLER) \[kafka : Restart Kafka on (\S+)\]", res.stdout)
         assert sorted(restarts) == sorted(KAFKA), f"expected one rolling restart of {KAFKA}, got {restarts}"
 
         load.phase = "rebalance"
