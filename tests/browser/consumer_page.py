@@ -96,6 +96,17 @@ def missing_browser() -> list[str]:
     return missing
 
 
+def require_browser() -> None:
+    """In a pytest test: fail (KRAFTWERK_BROWSER_REQUIRED=1, as ./kw test sets) or skip when the browser is missing."""
+    import pytest  # noqa: PLC0415
+
+    missing = missing_browser()
+    if missing:
+        if os.environ.get("KRAFTWERK_BROWSER_REQUIRED") == "1":
+            pytest.fail(f"missing: {', '.join(missing)}")
+        pytest.skip(f"missing: {', '.join(missing)} (apt-get install -y chromium chromium-driver libnss3-tools)")
+
+
 @contextlib.contextmanager
 def browser(url: str, ca_file: str, result: Result, timeout: float = 30.0) -> Iterator[Any]:
     """Headless Chromium that trusts the lab's CA (and nothing else extra), the page at `url` loaded."""

@@ -57,16 +57,8 @@ def _config() -> tuple[str, str, str]:
     return url, ca, key
 
 
-def _browser_available() -> None:
-    missing = consumer_page.missing_browser()
-    if missing:
-        if os.environ.get("KRAFTWERK_BROWSER_REQUIRED") == "1":
-            pytest.fail(f"missing: {', '.join(missing)}")
-        pytest.skip(f"missing: {', '.join(missing)} (apt-get install -y chromium chromium-driver libnss3-tools)")
-
-
 def test_consumer_page_shows_new_messages_live() -> None:
-    _browser_available()
+    consumer_page.require_browser()
     url, ca, key = _config()
     default = Path(tempfile.gettempdir()) / "kraftwerk-consumer-page.png"
     screenshot = os.environ.get("KRAFTWERK_SCREENSHOT", str(default)) or None

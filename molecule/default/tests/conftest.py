@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import socket
 import ssl
 import subprocess
 import sys
@@ -111,3 +113,16 @@ def eventually(check: Callable[[], T | None], timeout: float, what: str, every: 
             return result
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}; last: {last}"
         time.sleep(every)
+
+
+def connects_from(name: str, ip: str, port: int) -> bool:
+    """Whether host `name` can open a TCP connection to ip:port (3 s)."""
+    code = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(({ip!r}, {port})))"
+    return host(name).check_output(f"python3 -c {shlex.quote(code)}").strip() == "0"
+
+
+def connects_here(ip: str, port: int) -> bool:
+    """Whether the controller (an outsider to every group) can open a TCP connection to ip:port (3 s)."""
+    with socket.socket() as s:
+        s.settimeout(3)
+        return s.connect_ex((ip, port)) == 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CA_FILE, ROOT, address, eventually, host, hosts_of
+from conftest import CA_FILE, ROOT, address, connects_from, connects_here, eventually, host, hosts_of
 
 KAFKA = hosts_of("kafka")
 APP = hosts_of("producer")[0]
@@ -64,17 +62,6 @@ def alerts(name: str, **labels: str) -> list[dict[str, Any]]:
 
 def firing(name: str, **labels: str) -> bool:
     return any(a["state"] == "firing" for a in alerts(name, **labels))
-
-
-def _connect_from(name: str, ip: str, port: int) -> bool:
-    code = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(({ip!r}, {port})))"
-    return host(name).check_output(f"python3 -c {shlex.quote(code)}").strip() == "0"
-
-
-def _connect_here(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(3)
-        return s.connect_ex((ip, port)) == 0
 
 
 # --- targets -------------------------------------------------------------------------------------------------------
@@ -126,17 +113,17 @@ def test_tls_probes_see_the_certificates_expiry() -> None:
 def test_exporters_answer_only_the_monitoring_host(job: str, port: int) -> None:
     target = {"kafka": KAFKA[0], "node": KAFKA[0], "nginx": EDGE}[job]
     ip = address(target)
-    assert _connect_from(MONITOR, ip, port), f"control: {MONITOR} must reach {job} on {target}:{port}"
+    assert connects_from(MONITOR, ip, port), f"control: {MONITOR} must reach {job} on {target}:{port}"
     outsiders = [h for h in (APP, KAFKA[1], EDGE) if h not in (MONITOR, target)]
     for outsider in outsiders:
-        assert not _connect_from(outsider, ip, port), f"{outsider} reaches {job} on {target}:{port}"
-    assert not _connect_here(ip, port), f"the controller reaches {job} on {target}:{port}"
+        assert not connects_from(outsider, ip, port), f"{outsider} reaches {job} on {target}:{port}"
+    assert not connects_here(ip, port), f"the controller reaches {job} on {target}:{port}"
 
 
 def test_the_apps_metrics_answer_the_monitoring_host_and_not_the_world() -> None:
     ip = address(APP)
-    assert _connect_from(MONITOR, ip, 8100) and _connect_from(MONITOR, ip, 8200)
-    assert not _connect_here(ip, 8100) and not _connect_from(KAFKA[0], ip, 8200)
+    assert connects_from(MONITOR, ip, 8100) and connects_from(MONITOR, ip, 8200)
+    assert not connects_here(ip, 8100) and not connects_from(KAFKA[0], ip, 8200)
 
 
 def test_jmx_is_closed_to_the_network() -> None:
@@ -175,19 +162,11 @@ def test_the_page_shows_the_cluster_health() -> None:
     sys.path.insert(0, str(ROOT / "tests" / "browser"))
     import consumer_page  # noqa: PLC0415
 
-    _require_browser(consumer_page)
+    consumer_page.require_browser()
     n = len(KAFKA)
     shown = consumer_page.health(f"https://{address(EDGE)}", str(CA_FILE),
                                  until=lambda h: h["brokers"] == f"{n} / {n}" and h["urp"] == "0", timeout=90)
     assert shown["under_min_isr"] == "0" and shown["message"] == "", shown
-
-
-def _require_browser(consumer_page: Any) -> None:
-    missing = consumer_page.missing_browser()
-    if missing:
-        if os.environ.get("KRAFTWERK_BROWSER_REQUIRED") == "1":
-            pytest.fail(f"missing: {', '.join(missing)}")
-        pytest.skip(f"missing: {', '.join(missing)}")
 
 
 # --- a stopped broker ---------------------------------------------------------------------------------------------
@@ -239,7 +218,7 @@ def _health_section_shows_the_stop(victim: str) -> None:
 
     if consumer_page.missing_browser() and os.environ.get("KRAFTWERK_BROWSER_REQUIRED") != "1":
         return  # the alerts are still checked; the page is, by test_the_page_shows_the_cluster_health, when it can
-    _require_browser(consumer_page)
+    consumer_page.require_browser()
     health = consumer_page.health(f"https://{address(EDGE)}", str(CA_FILE),
                                   until=lambda h: h["brokers"] == f"{len(KAFKA) - 1} / {len(KAFKA)}"
                                   and "TargetDown" in h["alerts"],

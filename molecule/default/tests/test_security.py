@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ADMIN_CONFIG, ROOT, address, host, hosts_of, vault
+from conftest import ADMIN_CONFIG, ROOT, address, connects_from, connects_here, host, hosts_of, vault
 
 KAFKA = hosts_of("kafka")
 APP = hosts_of("producer")[0]
@@ -184,27 +183,16 @@ def test_acls_are_exactly_the_declared_ones(kafka1: Any) -> None:
 
 # --- The host firewall ----------------------------------------------------------------------------------------
 
-def _connect_from(name: str, ip: str, port: int) -> bool:
-    code = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(({ip!r}, {port})))"
-    return host(name).check_output(f"python3 -c {shlex.quote(code)}").strip() == "0"
-
-
-def _connect_here(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(3)
-        return s.connect_ex((ip, port)) == 0
-
-
 @pytest.mark.parametrize("port", [CLIENT_PORT, INTERNAL_PORT, CONTROLLER_PORT])
 def test_edge_host_can_not_reach_kafka(port: int) -> None:
-    assert not _connect_from(EDGE, address(KAFKA[0]), port)
+    assert not connects_from(EDGE, address(KAFKA[0]), port)
 
 
 def test_app_host_reaches_only_the_client_listener() -> None:
     ip = address(KAFKA[0])
-    assert _connect_from(APP, ip, CLIENT_PORT)  # control: the apps' own path
-    assert not _connect_from(APP, ip, INTERNAL_PORT)
-    assert not _connect_from(APP, ip, CONTROLLER_PORT)
+    assert connects_from(APP, ip, CLIENT_PORT)  # control: the apps' own path
+    assert not connects_from(APP, ip, INTERNAL_PORT)
+    assert not connects_from(APP, ip, CONTROLLER_PORT)
 
 
 @pytest.mark.parametrize(("target", "port"), [("kafka", CLIENT_PORT), ("kafka", CONTROLLER_PORT),
@@ -212,13 +200,13 @@ def test_app_host_reaches_only_the_client_listener() -> None:
 def test_outsider_can_not_reach_kafka_or_the_apps(target: str, port: int) -> None:
     """The controller (not in any group) is an outsider: only SSH and the edge's 80/443 are open to it."""
     ip = address(KAFKA[0] if target == "kafka" else APP)
-    assert not _connect_here(ip, port)
-    assert _connect_here(ip, 22)  # control: the host is up and reachable
+    assert not connects_here(ip, port)
+    assert connects_here(ip, 22)  # control: the host is up and reachable
 
 
 def test_edge_reaches_the_apps_and_the_world_reaches_the_edge() -> None:
-    assert _connect_from(EDGE, address(APP), 8100)
-    assert _connect_here(address(EDGE), 443)
+    assert connects_from(EDGE, address(APP), 8100)
+    assert connects_here(address(EDGE), 443)
 
 
 # --- TLS scans ----------------------------------------------------------------------------------------------------
