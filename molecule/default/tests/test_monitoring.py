@@ -148,9 +148,9 @@ def test_every_grafana_panel_query_returns_data() -> None:
         for q in panel_queries(load(path)):
             checked += 1
             try:
-                eventually(lambda e=q["expr"]: query(e), 90, f"data for {q['title']!r}")  # type: ignore[misc]
+                eventually(lambda e=q.expr: query(e), 90, f"data for {q.title!r}")
             except AssertionError:
-                empty.append(f"{path.name}: {q['title']}: {q['expr']}")
+                empty.append(f"{path.name}: {q.title}: {q.expr}")
     assert checked > 10, checked
     assert not empty, "panels without data:\n" + "\n".join(empty)
 
