@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
+from kafka_test_support import load_module, needs_java
 
 HERE = Path(__file__).resolve().parent
 ROLE = HERE.parent
@@ -47,21 +44,11 @@ DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 # MBean domain let in by mistake (that is thousands).
 MAX_SERIES = 300
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("KRAFTWERK_TEST_JAVA"),
-                                reason="needs a JRE (java on PATH or KRAFTWERK_TEST_JAVA)")
+pytestmark = needs_java
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-ks = _load("kraftwerk_kafka_server", REPO / "apps" / "tests" / "kafka_server.py")
-jr = _load("jmx_exporter_render", HERE / "jmx_exporter_render.py")
+ks = load_module("kraftwerk_kafka_server", REPO / "apps" / "tests" / "kafka_server.py")
+jr = load_module("jmx_exporter_render", HERE / "jmx_exporter_render.py")
 
 # The Kafka names of the contract ("Kafka metric names"). The broker metadata lag is the contract's "broker
 # metadata lag if present"; test_contract_lists_these_names keeps this list and the document together.

@@ -11,34 +11,23 @@ The fixtures are real, unedited CLI output captured by the run behind tests/test
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from kafka_test_support import load_module
 
 HERE = Path(__file__).resolve().parent
 ROLE = HERE.parent
 FIXTURES = HERE / "fixtures"
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-up = _load("kafka_upgrade_filters", ROLE / "filter_plugins" / "kafka_upgrade.py")
-kf = _load("kafka_features_module", ROLE / "library" / "kafka_features.py")
-nv = _load("kafka_node_version_module", ROLE / "library" / "kafka_node_version.py")
-gate = _load("kafka_gate_module", ROLE / "library" / "kafka_gate.py")
+up = load_module("kafka_upgrade_filters", ROLE / "filter_plugins" / "kafka_upgrade.py")
+kf = load_module("kafka_features_module", ROLE / "library" / "kafka_features.py")
+nv = load_module("kafka_node_version_module", ROLE / "library" / "kafka_node_version.py")
+gate = load_module("kafka_gate_module", ROLE / "library" / "kafka_gate.py")
 
 VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 RELEASES = VARS["kafka_releases"]

@@ -19,7 +19,6 @@ apps tests' 29092/29093, so both can run side by side.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kafka_test_support import load_module, needs_java
 
 ROLE = Path(__file__).resolve().parent.parent
 REPO = ROLE.parent.parent
@@ -40,22 +40,12 @@ PORTS = tuple(int(p) for p in os.environ.get("KRAFTWERK_TEST_UPGRADE_PORTS", "29
 _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("KRAFTWERK_TEST_JAVA"),
-                                reason="needs a JRE (java on PATH or KRAFTWERK_TEST_JAVA)")
+pytestmark = needs_java
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-ks = _load("kraftwerk_kafka_server", REPO / "apps" / "tests" / "kafka_server.py")
-node_version = _load("kafka_node_version", ROLE / "library" / "kafka_node_version.py")
-kafka_features = _load("kafka_features", ROLE / "library" / "kafka_features.py")
+ks = load_module("kraftwerk_kafka_server", REPO / "apps" / "tests" / "kafka_server.py")
+node_version = load_module("kafka_node_version", ROLE / "library" / "kafka_node_version.py")
+kafka_features = load_module("kafka_features", ROLE / "library" / "kafka_features.py")
 
 PLAYBOOK = """\
 - name: Run kafka_features once
