@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import re
 import tempfile
 import time
 import urllib.parse
@@ -167,6 +168,8 @@ def test_the_page_shows_the_cluster_health() -> None:
     shown = consumer_page.health(f"https://{address(EDGE)}", str(CA_FILE),
                                  until=lambda h: h["brokers"] == f"{n} / {n}" and h["urp"] == "0", timeout=90)
     assert shown["under_min_isr"] == "0" and shown["message"] == "", shown
+    # A number even when no client writes (the brokers' own MessagesInPerSec), never "-" (no data).
+    assert re.fullmatch(r"\d+(\.\d+)?", shown["messages_in"]), shown
 
 
 # --- a stopped broker ---------------------------------------------------------------------------------------------

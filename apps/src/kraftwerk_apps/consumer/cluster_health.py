@@ -42,8 +42,11 @@ QUERIES: dict[str, str] = {
     "brokers_total": 'count(up{job="kafka"})',
     "under_replicated": "sum(kafka_server_replicamanager_underreplicatedpartitions)",
     "under_min_isr": "sum(kafka_server_replicamanager_underminisrpartitioncount)",
+    # The brokers' own MessagesInPerSec (the aggregate without a ``topic`` label: every topic,
+    # offset commits included). It exists from a broker's start, so an idle cluster shows 0; a
+    # per-topic series only appears after the broker's first write to that topic.
     "messages_in_per_sec": (
-        'sum(rate(kafka_server_brokertopicmetrics_messagesin_total{topic!=""}[1m]))'
+        'sum(rate(kafka_server_brokertopicmetrics_messagesin_total{topic=""}[1m]))'
     ),
     # Every consumer instance reports the group's lag of every partition: max, not sum.
     "consumer_lag": "sum(max by (topic, partition) (kraftwerk_consumer_lag))",
