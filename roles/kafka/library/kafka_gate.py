@@ -276,11 +276,11 @@ def poll(params, timeout):
         (t_out, t_err), (q_out, q_err) = t.result(), q.result()
     errors = [e for e in (t_err, q_err) if e]
     if errors:
-        return errors, []
+        return errors, [], False
     partitions = parse_partitions(t_out, params["default_min_insync_replicas"])
     voters = parse_quorum(q_out)
     return evaluate(params["phase"], params.get("node_id"), partitions, voters, params["max_voter_lag"],
-                    params["max_voter_fetch_age_ms"]), voters
+                    params["max_voter_fetch_age_ms"]), voters, True
 
 
 def main():
@@ -305,11 +305,17 @@ def main():
     started = time.monotonic()
     deadline = started + p["timeout"]
     polls = 0
+    last_read = None  # the reasons of the last poll that could read the cluster
     while True:
         polls += 1
         call_timeout = max(10, min(120, int(deadline - time.monotonic())))
-        reasons, voters = poll(p, call_timeout)
+        reasons, voters, read = poll(p, call_timeout)
         waited = round(time.monotonic() - started, 1)
+        if read:
+            last_read = reasons
+        elif last_read:
+            # This poll could not read the cluster (a CLI timed out, say): keep what the last read said.
+            reasons = reasons + ["last read of the cluster: " + "; ".join(last_read)]
         if not reasons:
             module.exit_json(changed=False, ok=True, reasons=[], polls=polls, waited=waited, quorum=voters)
         if module.check_mode:

@@ -10,6 +10,9 @@ Degraded states are derived from them by the helpers below (a node taken out of 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,38 @@ def test_a_voter_that_stopped_fetching_is_not_caught_up_even_without_lag() -> No
 def test_parse_quorum_reads_the_fetch_times() -> None:
     voters = {v["node_id"]: v for v in quorum()}
     assert voters[3]["last_fetch_ms"] == 1795605061216 and voters[1]["last_fetch_ms"] == 1795605061108
+
+
+def test_a_failed_read_at_the_deadline_keeps_what_the_last_read_said(tmp_path: Path) -> None:
+    """The module's loop, run as Ansible runs it (a JSON args file), with CLIs that answer once and then time out
+    or fail: the failure names the CLI's error *and* the condition the last successful read found (here a lagging
+    voter), not only "kafka-topics failed"."""
+    calls = tmp_path / "calls"
+    quorum_text = "\n".join(
+        "\t".join(cols) for cols in (
+            ["NodeId", "DirectoryId", "LogEndOffset", "Lag", "LastFetchTimestamp", "LastCaughtUpTimestamp", "Status"],
+            ["1", "x", "100", "0", "1000000", "1000000", "Leader"],
+            ["2", "x", "100", "0", "999000", "999000", "Follower"],
+            ["3", "x", "40", "60", "900000", "900000", "Follower"]))
+    for name, text in (("topics", (FIXTURES / "topics-describe-3.9.1.txt").read_text()), ("quorum", quorum_text)):
+        data = tmp_path / f"{name}.txt"
+        data.write_text(text + "\n")
+        # The first call prints the real output; every later one fails like a CLI that could not connect.
+        script = tmp_path / name
+        script.write_text(
+            "#!/bin/sh\n"
+            f"echo {name} >> {calls}\n"
+            f"if [ $(grep -c {name} {calls}) -gt 1 ]; then echo 'Timed out waiting for a node' >&2; exit 1; fi\n"
+            f"cat {data}\n")
+        script.chmod(0o755)
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "phase": "before", "node_id": 2, "bootstrap_server": "127.0.0.1:1", "timeout": 3, "interval": 1,
+        "kafka_topics_bin": str(tmp_path / "topics"), "kafka_metadata_quorum_bin": str(tmp_path / "quorum")}}))
+    res = subprocess.run([sys.executable, str(HERE.parent / "library" / "kafka_gate.py"), str(args)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    out = json.loads(res.stdout)
+    assert out.get("failed") is True, out
+    assert "Timed out waiting for a node" in out["msg"], out["msg"]
+    assert "last read of the cluster: stopping voter 2 leaves 1 caught-up voter(s) of 3: no majority" in out["msg"]
+    assert calls.read_text().count("quorum") >= 2  # it did poll again after the good read
