@@ -21,7 +21,7 @@ BACKUP_PASSWORD = {"kraftwerk_backup_kafka_password": "backup-password-0123"}
 
 
 def run(playbook: str, inventory: Path, extra: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="linear",
                ANSIBLE_STDOUT_CALLBACK="default")
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "playbooks" / playbook), "-e", json.dumps(extra), *args],
