@@ -65,9 +65,13 @@ def write_inventory(tmp_path: Path, kafka: list[str], controllers: list[str] | N
 
 # ANSIBLE_STRATEGY=linear: these runs stop at validation or at unreachable hosts, where Mitogen (ansible.cfg's
 # kraftwerk_linear) only adds its start-up: one case took 14-16 s with it and 6-7 s without. Molecule keeps Mitogen.
+def ansible_env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="linear",
+                ANSIBLE_STDOUT_CALLBACK="default", **extra)
+
+
 def run_site(inventory: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="linear",
-               ANSIBLE_STDOUT_CALLBACK="default")
+    env = ansible_env()
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), "-e", json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
@@ -343,8 +347,7 @@ def test_broker_only_node_is_published_but_never_a_voter(tmp_path: Path) -> None
     and (through them) the firewall's sources, never in controller.quorum.voters."""
     inventory = write_inventory(tmp_path, FOUR, host_vars={"k4": {"kafka_process_roles": ["broker"]}})
     (tmp_path / "publish.yml").write_text(PUBLISH)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="linear",
-               ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
+    env = ansible_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
     res = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(tmp_path / "publish.yml"),
                           "-e", json.dumps({"out_dir": str(tmp_path), **SECRETS})],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
@@ -405,8 +408,7 @@ def test_env_file_values_stay_on_their_line() -> None:
 
 
 def run_playbook(inventory: Path, path: str, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_STRATEGY="linear",
-               ANSIBLE_STDOUT_CALLBACK="default")
+    env = ansible_env()
     return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / path), "-e", json.dumps(extra)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 

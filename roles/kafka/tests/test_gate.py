@@ -9,7 +9,6 @@ Degraded states are derived from them by the helpers below (a node taken out of 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka_test_support import load_module
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 
-_spec = importlib.util.spec_from_file_location("kafka_gate", HERE.parent / "library" / "kafka_gate.py")
-assert _spec is not None and _spec.loader is not None
-gate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gate)
+gate = load_module("kafka_gate", HERE.parent / "library" / "kafka_gate.py")
 
 
 def partitions() -> list[dict[str, Any]]:
