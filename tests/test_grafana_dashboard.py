@@ -2,15 +2,15 @@
 
 Fast and offline. Whether each query returns data from a real deployment is checked by the lab/Molecule
 monitoring test (which uses the same tests/monitoring/dashboard_queries.py). The PromQL is parsed by promtool
-(as recording rules, `promtool check rules`) when one is at hand: $KRAFTWERK_PROMTOOL, a binary cached by
-lab/fetch-promtool, or promtool on PATH; else that test is skipped.
+(as recording rules, `promtool check rules`) from lab/fetch-promtool ($KRAFTWERK_PROMTOOL, the cached binary, or
+Debian's package unpacked); without one that test is skipped, except under KRAFTWERK_PROMTOOL_REQUIRED=1 (./kw
+unit) or CI=true, where it fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,21 +149,26 @@ def test_substitute() -> None:
         substitute('x{topic="$topic"}')
 
 
-def _promtool() -> str | None:
-    explicit = os.environ.get("KRAFTWERK_PROMTOOL")
-    if explicit:
-        return explicit
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kraftwerk" / "promtool"
-    cached = sorted(cache.glob("*/promtool"))
-    if cached:
-        return str(cached[-1])
-    return shutil.which("promtool")
+def _promtool() -> tuple[str, str]:
+    """(path, '') from lab/fetch-promtool (the same promtool as the monitoring role's tests), else ('', why not)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        fetched = subprocess.run([sys.executable, str(root / "lab" / "fetch-promtool"), "--quiet"],
+                                 capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "", f"lab/fetch-promtool did not run: {exc}"
+    path = fetched.stdout.strip()
+    if fetched.returncode != 0 or not path:
+        return "", f"lab/fetch-promtool found no promtool: {fetched.stderr.strip() or 'no output'}"
+    return path, ""
 
 
 def test_promql_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
-    promtool = _promtool()
-    if promtool is None:
-        pytest.skip("no promtool (lab/fetch-promtool caches one)")
+    promtool, problem = _promtool()
+    if problem:
+        if os.environ.get("KRAFTWERK_PROMTOOL_REQUIRED") == "1" or os.environ.get("CI") == "true":
+            pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {problem}")
+        pytest.skip(f"no promtool: {problem} (run lab/fetch-promtool; KRAFTWERK_PROMTOOL_REQUIRED=1 fails instead)")
     rules = [
         {"record": f"kraftwerk:dashboard_panel_{q.panel_id}_{q.ref_id.lower()}", "expr": q.expr}
         for q in panel_queries(dashboard)
