@@ -162,7 +162,7 @@ def start_kafka(workdir: Path, libs: Path, ports: tuple[int, int], javaagent: st
     log4j.write_text(ks.LOG4J.format(logfile=workdir / "server.log"))
     # What `kafka-storage random-uuid` prints (16 random bytes, base64url without padding), without a JVM for it.
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    formatted = cli(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props))
+    formatted = cli(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props))
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
     out = (workdir / "stdout.log").open("wb")
     return subprocess.Popen(
