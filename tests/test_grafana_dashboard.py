@@ -10,7 +10,6 @@ unit) or CI=true, where it fails.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from dashboard_queries import (  # noqa: E402
     panel_queries,
     substitute,
 )
+from promtool_support import require_promtool  # noqa: E402
 
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 GRID_WIDTH = 24
@@ -149,26 +149,8 @@ def test_substitute() -> None:
         substitute('x{topic="$topic"}')
 
 
-def _promtool() -> tuple[str, str]:
-    """(path, '') from lab/fetch-promtool (the same promtool as the monitoring role's tests), else ('', why not)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        fetched = subprocess.run([sys.executable, str(root / "lab" / "fetch-promtool"), "--quiet"],
-                                 capture_output=True, text=True, timeout=300, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return "", f"lab/fetch-promtool did not run: {exc}"
-    path = fetched.stdout.strip()
-    if fetched.returncode != 0 or not path:
-        return "", f"lab/fetch-promtool found no promtool: {fetched.stderr.strip() or 'no output'}"
-    return path, ""
-
-
 def test_promql_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
-    promtool, problem = _promtool()
-    if problem:
-        if os.environ.get("KRAFTWERK_PROMTOOL_REQUIRED") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {problem}")
-        pytest.skip(f"no promtool: {problem} (run lab/fetch-promtool; KRAFTWERK_PROMTOOL_REQUIRED=1 fails instead)")
+    promtool = require_promtool()
     rules = [
         {"record": f"kraftwerk:dashboard_panel_{q.panel_id}_{q.ref_id.lower()}", "expr": q.expr}
         for q in panel_queries(dashboard)

@@ -29,6 +29,23 @@ ADMIN_CONFIG = "/etc/kafka/admin.properties"
 # The lab's vault (lab/kraftwerk-vault; Molecule shares inventory/lab/group_vars).
 VAULT_INVENTORY = Path(os.environ.get("KRAFTWERK_VAULT_INVENTORY", ROOT / "inventory" / "lab"))
 
+# Tests marked long run only under `./kw test --all` (KRAFTWERK_LONG_TESTS=1). Without it they are deselected, not
+# skipped: pytest's summary counts them as "deselected", never as passed.
+LONG_TESTS = os.environ.get("KRAFTWERK_LONG_TESTS") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long: runs only under ./kw test --all (KRAFTWERK_LONG_TESTS=1)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if LONG_TESTS:
+        return
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]
+
 
 def vault() -> dict[str, Any]:
     """The decrypted secrets of the lab's vault."""

@@ -193,6 +193,9 @@ def test_units_are_hardened_and_their_exposure_is_recorded() -> None:
             assert score <= 1.5, scores
 
 
+# About 200 s (three restarts behind the gates): under ./kw test --all only. The rolling restart itself is proven under
+# load by test_data_path.py in every ./kw test; this adds the reissue of the certificates and the files' modes.
+@pytest.mark.long
 def test_certificate_renewal_rolls_one_node_at_a_time_through_the_gates(kafka1: Any) -> None:
     """A certificate due for renewal is reissued by a re-run, and the nodes restart one by one behind the gates.
 

@@ -56,6 +56,10 @@ HOSTS: dict[str, dict[str, Any]] = {
 }
 
 
+# One worker runs the whole file under pytest-xdist (./kw unit: --dist loadgroup): the render fixtures run once.
+pytestmark = pytest.mark.xdist_group("jmx-render")
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Any:
     result = jr.render(tmp_path_factory.mktemp("jmx"), HOSTS)

@@ -40,7 +40,8 @@ PORTS = tuple(int(p) for p in os.environ.get("KRAFTWERK_TEST_UPGRADE_PORTS", "29
 _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
-pytestmark = needs_java
+# One worker runs the whole file under pytest-xdist (./kw unit: --dist loadgroup): the jars are fetched once.
+pytestmark = [needs_java, pytest.mark.xdist_group("upgrade-real")]
 
 
 ks = load_module("kraftwerk_kafka_server", REPO / "apps" / "tests" / "kafka_server.py")

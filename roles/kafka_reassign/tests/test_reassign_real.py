@@ -31,8 +31,10 @@ from kafka_cluster import Cluster  # noqa: E402
 ROLE = HERE.parent
 REPO = ROLE.parent.parent
 
-pytestmark = pytest.mark.skipif(os.environ.get("KRAFTWERK_SKIP_CLUSTER_TESTS") == "1" or shutil.which("java") is None,
-                                reason="KRAFTWERK_SKIP_CLUSTER_TESTS=1, or no java")
+# Under pytest-xdist (./kw unit: --dist loadgroup) one worker runs this file: one cluster, tests in order.
+pytestmark = [pytest.mark.skipif(os.environ.get("KRAFTWERK_SKIP_CLUSTER_TESTS") == "1" or shutil.which("java") is None,
+                                 reason="KRAFTWERK_SKIP_CLUSTER_TESTS=1, or no java"),
+              pytest.mark.xdist_group("reassign-cluster")]
 
 PLAYBOOK = """\
 - name: Run kafka_reassign once

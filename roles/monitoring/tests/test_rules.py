@@ -15,6 +15,7 @@ installed). Without one the promtool tests are skipped with the reason, except u
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -33,31 +34,16 @@ _VENV_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_VENV_PLAYBOOK) if _VENV_PLAYBOOK.exists() else "ansible-playbook"
 
 
-def _find_promtool() -> tuple[str, str]:
-    """(path, '') when lab/fetch-promtool gives a promtool, else ('', why not)."""
-    try:
-        fetched = subprocess.run([sys.executable, str(ROOT / "lab" / "fetch-promtool"), "--quiet"],
-                                 capture_output=True, text=True, timeout=300, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return "", f"lab/fetch-promtool did not run: {exc}"
-    path = fetched.stdout.strip()
-    if fetched.returncode != 0 or not path:
-        return "", f"lab/fetch-promtool found no promtool: {fetched.stderr.strip() or 'no output'}"
-    return path, ""
-
-
-_REQUIRED = os.environ.get("KRAFTWERK_PROMTOOL_REQUIRED") == "1" or os.environ.get("CI") == "true"
+_spec = importlib.util.spec_from_file_location("promtool_support", ROOT / "tests" / "promtool_support.py")
+assert _spec is not None and _spec.loader is not None
+promtool_support = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(promtool_support)
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """The path of promtool (looked up once, when a test first needs it); skipped or failed without one."""
-    path, problem = _find_promtool()
-    if problem:
-        if _REQUIRED:
-            pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {problem}")
-        pytest.skip(f"no promtool: {problem} (run lab/fetch-promtool; KRAFTWERK_PROMTOOL_REQUIRED=1 fails instead)")
-    return path
+    return str(promtool_support.require_promtool())
 
 
 RENDER_PLAYBOOK = """\
@@ -152,6 +138,10 @@ def alerts_of(rules_file: Path) -> list[dict[str, Any]]:
 
 
 # --- The rules ---------------------------------------------------------------------------------------------------
+
+# One worker runs the whole file under pytest-xdist (./kw unit: --dist loadgroup): the render fixtures run once.
+pytestmark = pytest.mark.xdist_group("monitoring-render")
+
 
 @pytest.fixture(scope="module")
 def default_rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
