@@ -15,6 +15,7 @@ under KRAFTWERK_NGINX_LUA_REQUIRED=1 (or CI=true), where it fails. Run: .venv/bi
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import re
@@ -23,8 +24,10 @@ import signal
 import socket
 import ssl
 import subprocess
+import struct
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,8 +116,8 @@ def _closed_port() -> int:
 
 
 class Edge:
-    def __init__(self, work: Path, root: Path) -> None:
-        self.work, self.root = work, root
+    def __init__(self, work: Path, root: Path, extra: dict[str, object] | None = None) -> None:
+        self.work, self.root, self.extra = work, root, extra or {}
         self.http, self.https, self.stub, self.metrics = _free_ports(4)
         self.env = dict(os.environ, LD_LIBRARY_PATH=f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu")
 
@@ -134,6 +137,7 @@ class Edge:
             "nginx_locations": [{"path": "/ok", "exact": True, "status": 204},
                                 {"path": "/app", "exact": True, "upstream": "app"},
                                 {"path": "/", "status": 404}],
+            **self.extra,
         }
         (self.work / "vars.json").write_text(json.dumps(variables))
         (self.work / "play.yml").write_text(RENDER_PLAYBOOK)
@@ -176,13 +180,14 @@ class Edge:
         os.kill(self.pid, signal.SIGHUP)
         time.sleep(1)
 
-    def get(self, port: int, path: str, tls: bool = False, source: str = "") -> tuple[int, str]:
+    def get(self, port: int, path: str, tls: bool = False, source: str = "", method: str = "GET",
+            body: bytes | None = None) -> tuple[int, str]:
         ctx = ssl._create_unverified_context() if tls else None  # noqa: S323 - the test's self-signed certificate
         conn = (http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10) if tls
                 else http.client.HTTPConnection("127.0.0.1", port, timeout=10,
                                                 source_address=(source, 0) if source else None))
         try:
-            conn.request("GET", path)
+            conn.request(method, path, body=body)
             resp = conn.getresponse()
             return resp.status, resp.read().decode()
         finally:
@@ -225,3 +230,81 @@ def test_metrics_answer_only_the_allowed_addresses_and_stub_status_the_loopback(
     status, body = edge.get(edge.stub, "/stub_status")
     assert status == 200 and body.startswith("Active connections:"), body
     assert "# TYPE kraftwerk_edge_responses_total counter" in edge.get(edge.metrics, "/metrics")[1]
+
+
+class _Dropper:
+    """An upstream that reads each request's head and then closes the connection without an answer (with a reset),
+    as a restarting app server does to a kept-alive connection whose request arrives as it shuts down."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests.append(data.split(b"\r\n", 1)[0])
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b"acknowledged"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_post_dropped_by_a_restarting_server_goes_to_the_standby_only_where_allowed(tmp_path: Path) -> None:
+    """retry_non_idempotent: a POST whose connection the first server drops is answered by the standby, not a 502.
+
+    Without the option NGINX never sends a POST twice, and the client gets the 502."""
+    root = _debian_nginx()
+    os.chmod(tmp_path, 0o755)
+    dropper = _Dropper()
+    answer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=answer.serve_forever, daemon=True).start()
+    servers = [f"127.0.0.1:{dropper.port}", f"127.0.0.1:{answer.server_address[1]}"]
+    edge = Edge(tmp_path, root, {
+        "nginx_upstreams": {"app": [f"127.0.0.1:{_closed_port()}"], "flaky": servers},
+        # The answering server is a standby: NGINX always tries the dropping one first.
+        "nginx_upstream_backup": {"flaky": servers[1:]},
+        "nginx_upstream_max_fails": 0,
+        "nginx_locations": [{"path": "/retried", "exact": True, "upstream": "flaky", "retry_non_idempotent": True},
+                            {"path": "/plain", "exact": True, "upstream": "flaky"},
+                            {"path": "/", "status": 404}],
+    })
+    edge.start()
+    try:
+        assert edge.get(edge.https, "/plain", tls=True, method="POST", body=b"{}")[0] == 502
+        assert edge.get(edge.https, "/retried", tls=True, method="POST", body=b"{}") == (200, "acknowledged")
+        # Both requests did reach the dropping server first.
+        assert dropper.requests == [b"POST /plain HTTP/1.1", b"POST /retried HTTP/1.1"], dropper.requests
+    finally:
+        edge.stop()
+        answer.shutdown()
+        dropper.close()
