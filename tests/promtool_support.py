@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = os.environ.get("KRAFTWERK_PROMTOOL_REQUIRED") == "1" or os.environ.get("CI") == "true"
 
 
+@functools.cache
 def find_promtool() -> tuple[str, str]:
-    """(path, '') when lab/fetch-promtool gives a promtool, else ('', why not)."""
+    """(path, '') when lab/fetch-promtool gives a promtool, else ('', why not); looked up once per process."""
     try:
         fetched = subprocess.run([sys.executable, str(ROOT / "lab" / "fetch-promtool"), "--quiet"],
                                  capture_output=True, text=True, timeout=300, check=False)
@@ -31,14 +32,9 @@ def find_promtool() -> tuple[str, str]:
     return path, ""
 
 
-@functools.cache
-def _cached() -> tuple[str, str]:
-    return find_promtool()
-
-
 def require_promtool() -> str:
     """promtool's path (looked up once per process); skips the test without one, or fails it when required."""
-    path, problem = _cached()
+    path, problem = find_promtool()
     if problem:
         if REQUIRED:
             pytest.fail(f"promtool is required (KRAFTWERK_PROMTOOL_REQUIRED=1 or CI=true): {problem}")
